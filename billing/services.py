@@ -1,0 +1,78 @@
+"""Writes to billing data: usage records and their rollups."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone as dt_timezone
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from billing.models import UsageDailyRollup, UsageRecord
+from billing.money import ZERO
+
+
+@dataclass
+class UsageDraft:
+    """A request's usage as the gateway gathers it; written once when the request ends."""
+
+    request_id: uuid.UUID
+    client_request_id: str
+    org_id: int
+    api_key_id: int
+    requested_model: str
+    end_user: str = ""
+    started_at: datetime = field(default_factory=timezone.now)
+    status: str = UsageRecord.Status.INTERNAL_ERROR
+    finish_reason: str = ""
+    error_code: int | None = None
+    deployment_id: int | None = None
+    deployment_name: str = ""
+    provider: str = ""
+    provider_response_id: str = ""
+    route: dict[str, Any] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_source: str = UsageRecord.TokenSource.NONE
+    completion_tokens_source: str = UsageRecord.TokenSource.NONE
+    input_price_per_mtok: Decimal | None = None
+    output_price_per_mtok: Decimal | None = None
+    cost_usd: Decimal = ZERO
+    max_tokens: int | None = None
+    first_token_ms: int | None = None
+    total_ms: int | None = None
+
+
+def usage_record_write(draft: UsageDraft) -> UsageRecord:
+    """Write the request's usage record. Idempotent on the request id."""
+    values = {k: v for k, v in draft.__dict__.items() if k != "request_id"}
+    values["ended_at"] = timezone.now()
+    record, _created = UsageRecord.objects.get_or_create(request_id=draft.request_id, defaults=values)
+    return record
+
+
+def usage_rollup_day(*, day: date) -> int:
+    """Rebuild the daily rollups of one UTC day from usage records. Safe to run twice."""
+    start = datetime(day.year, day.month, day.day, tzinfo=dt_timezone.utc)
+    end = start + timedelta(days=1)
+    rows = (
+        UsageRecord.objects.filter(started_at__gte=start, started_at__lt=end)
+        .values("org_id", "api_key_id", "deployment_name")
+        .annotate(requests=Count("pk"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"),
+                  cost=Sum("cost_usd"))
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        UsageDailyRollup.objects.filter(day=day).delete()
+        UsageDailyRollup.objects.bulk_create(
+            UsageDailyRollup(
+                org_id=row["org_id"], api_key_id=row["api_key_id"], deployment_name=row["deployment_name"],
+                day=day, requests=row["requests"], prompt_tokens=row["prompt"] or 0,
+                completion_tokens=row["completion"] or 0, cost_usd=row["cost"] or ZERO, updated_at=now,
+            )
+            for row in rows
+        )
+    return len(rows)

@@ -1,0 +1,46 @@
+from django import forms
+from django.contrib import admin
+
+from gateway.models import Deployment, ProviderCredential
+from tenants.admin_audit import AuditedAdmin
+
+
+class ProviderCredentialForm(forms.ModelForm):
+    secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=False), required=False, strip=True,
+        help_text="The provider's API key. Stored encrypted; leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = ProviderCredential
+        fields = ["org", "name", "provider"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("secret"):
+            self.add_error("secret", "A new credential needs its secret.")
+        return cleaned
+
+    def save(self, commit=True):
+        if self.cleaned_data.get("secret"):
+            self.instance.set_secret(self.cleaned_data["secret"])
+        return super().save(commit)
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(AuditedAdmin):
+    audit_target_type = "credential"
+    audit_redacted_fields = ("secret",)
+    form = ProviderCredentialForm
+    list_display = ["name", "provider", "org", "last_four", "created_at"]
+    list_filter = ["provider"]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(AuditedAdmin):
+    audit_target_type = "deployment"
+    list_display = ["name", "org", "provider", "litellm_model", "input_price_per_mtok", "output_price_per_mtok",
+                    "enabled"]
+    list_filter = ["provider", "enabled"]
+    search_fields = ["name", "litellm_model"]
+    readonly_fields = ["public_id", "created_at"]

@@ -1,0 +1,156 @@
+"""The WebSocket consumer: connection state and frame dispatch, nothing else.
+
+Frames are handled one at a time in arrival order; each generation runs in its
+own task (RequestState.task) so `cancel` and `ping` are read while tokens flow.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from gateway import protocol
+from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_PRINCIPAL, authenticate
+from gateway.generation import RequestState, serve_request
+from gateway.protocol import CloseCode, ErrorCode, GatewayError
+from tenants.access import AuthenticationFailed, KeyPrincipal
+
+log = logging.getLogger(__name__)
+
+
+class GatewayConsumer(AsyncWebsocketConsumer):
+    principal: KeyPrincipal | None = None
+
+    async def connect(self) -> None:
+        self.limits = settings.GATEWAY
+        self.requests: dict[str, RequestState] = {}
+        self.closed = False
+        self.auth_timer: asyncio.Task | None = None
+        self.request_counter = 0
+        await self.accept()
+        if self.scope.get(SCOPE_AUTH_FAILURE):
+            await self.reject_auth(self.scope[SCOPE_AUTH_FAILURE])
+        elif self.scope.get(SCOPE_PRINCIPAL):
+            await self.authenticated(self.scope[SCOPE_PRINCIPAL])
+        else:
+            self.auth_timer = asyncio.create_task(self.expire_unauthenticated())
+
+    async def disconnect(self, code) -> None:
+        self.closed = True
+        if self.auth_timer:
+            self.auth_timer.cancel()
+        tasks = []
+        for state in list(self.requests.values()):
+            if state.task and not state.task.done():
+                state.stop_reason = state.stop_reason or "client_gone"
+                state.task.cancel()
+                tasks.append(state.task)
+        if tasks:
+            # Each task closes its upstream stream and writes its usage record.
+            await asyncio.wait(tasks, timeout=5)
+
+    # --- frames in -------------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.closed:
+            return
+        if text_data is None:
+            await self.send_frame(protocol.error_frame(
+                ErrorCode.BAD_REQUEST, "binary frames are not supported; send JSON text frames"))
+            return
+        limit = self.limits["MAX_MESSAGE_BYTES"]
+        if len(text_data) > limit or len(text_data.encode()) > limit:
+            await self.send_frame(protocol.error_frame(
+                ErrorCode.FRAME_TOO_LARGE, f"frame is larger than the limit of {limit} bytes"))
+            await self.close_with(CloseCode.FRAME_TOO_LARGE)
+            return
+        try:
+            frame = protocol.parse_client_frame(text_data)
+            if isinstance(frame, protocol.AuthFrame):
+                await self.on_auth(frame)
+            elif isinstance(frame, protocol.PingFrame):
+                await self.send_frame(protocol.pong_frame())
+            elif self.principal is None:
+                raise GatewayError(ErrorCode.UNAUTHORIZED, "authenticate first: send an 'auth' frame",
+                                   request_id=getattr(frame, "request_id", None))
+            elif isinstance(frame, protocol.LlmRequestFrame):
+                await self.on_llm_request(frame)
+            elif isinstance(frame, protocol.CancelFrame):
+                await self.on_cancel(frame)
+        except GatewayError as exc:
+            await self.send_frame(exc.frame())
+
+    async def on_auth(self, frame: protocol.AuthFrame) -> None:
+        if self.principal is not None:
+            raise GatewayError(ErrorCode.BAD_REQUEST, "this connection is already authenticated")
+        try:
+            principal = await authenticate(frame.token, source="websocket")
+        except AuthenticationFailed as exc:
+            await self.reject_auth(exc.reason)
+            return
+        await self.authenticated(principal)
+
+    async def on_llm_request(self, frame: protocol.LlmRequestFrame) -> None:
+        request_id = frame.request_id or self.new_request_id()
+        if request_id in self.requests:
+            raise GatewayError(ErrorCode.CONFLICT, f"request {request_id!r} is already in flight", request_id=request_id)
+        if len(self.requests) >= self.limits["MAX_IN_FLIGHT"]:
+            raise GatewayError(ErrorCode.RATE_LIMITED,
+                               f"at most {self.limits['MAX_IN_FLIGHT']} requests may be in flight on one connection",
+                               request_id=request_id, retryable=True, retry_after_ms=1000)
+        state = RequestState(request_id=request_id)
+        self.requests[request_id] = state
+        state.task = asyncio.create_task(
+            serve_request(principal=self.principal, frame=frame, state=state, send=self.send_frame),
+            name=f"llm_request:{request_id}",
+        )
+        state.task.add_done_callback(lambda _task, rid=request_id: self.requests.pop(rid, None))
+
+    async def on_cancel(self, frame: protocol.CancelFrame) -> None:
+        state = self.requests.get(frame.request_id)
+        if state is None or state.task is None or state.task.done() or state.stop_reason:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"no request {frame.request_id!r} is in flight")
+        state.stop_reason = "cancelled"
+        state.task.cancel()
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def new_request_id(self) -> str:
+        self.request_counter += 1
+        return f"req-{self.request_counter}"
+
+    async def authenticated(self, principal: KeyPrincipal) -> None:
+        self.principal = principal
+        if self.auth_timer:
+            self.auth_timer.cancel()
+        await self.send_frame(protocol.auth_ok_frame(
+            org=principal.org_slug, key_prefix=principal.key_prefix,
+            limits={
+                "max_message_bytes": self.limits["MAX_MESSAGE_BYTES"],
+                "max_in_flight": self.limits["MAX_IN_FLIGHT"],
+                "heartbeat_seconds": self.limits["HEARTBEAT_SECONDS"],
+                "auth_timeout_seconds": self.limits["AUTH_TIMEOUT_SECONDS"],
+            },
+        ))
+
+    async def reject_auth(self, reason: str) -> None:
+        await self.send_frame(protocol.error_frame(ErrorCode.UNAUTHORIZED, f"authentication failed: {reason}"))
+        await self.close_with(CloseCode.AUTH_FAILED)
+
+    async def expire_unauthenticated(self) -> None:
+        await asyncio.sleep(self.limits["AUTH_TIMEOUT_SECONDS"])
+        if self.principal is None and not self.closed:
+            await self.send_frame(protocol.error_frame(
+                ErrorCode.UNAUTHORIZED, "no authentication within the time allowed"))
+            await self.close_with(CloseCode.AUTH_TIMEOUT)
+
+    async def close_with(self, code: CloseCode) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.close(code=int(code))
+
+    async def send_frame(self, frame: dict) -> None:
+        if not self.closed:
+            await self.send(text_data=protocol.encode(frame))

@@ -1,0 +1,205 @@
+"""One request's path, from a validated llm_request to its usage record.
+
+protocol frame -> resolve (access + routing) -> token control -> provider
+stream -> frames -> usage. The consumer runs `serve_request` in its own task and
+hands it a `send` callable; nothing here knows about sockets.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from billing.models import UsageRecord
+from billing.money import Prices, format_usd, request_cost
+from billing.services import UsageDraft, usage_record_write
+from gateway import protocol
+from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
+from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
+from gateway.routing import resolve_model
+from gateway.tokens import clamp_max_tokens, count_completion_tokens, count_prompt_tokens
+from tenants.access import KeyPrincipal
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict], Awaitable[None]]
+Status = UsageRecord.Status
+Source = UsageRecord.TokenSource
+
+
+@dataclass
+class RequestState:
+    """What the connection knows about one in-flight request."""
+
+    request_id: str
+    task: asyncio.Task | None = None
+    # Why the task was cancelled: "cancelled" (client's cancel frame) or
+    # "client_gone" (socket closed). Decides whether a final frame is sent.
+    stop_reason: str | None = None
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, state: RequestState, send: Send) -> None:
+    request_id = state.request_id
+    t0 = time.monotonic()
+    draft = UsageDraft(
+        request_id=uuid.uuid4(),
+        client_request_id=request_id,
+        org_id=principal.org_id,
+        api_key_id=principal.key_id,
+        requested_model=frame.model,
+        end_user=frame.metadata.user_id or "",
+    )
+    text_parts: list[str] = []
+    started = False
+    model = ""  # the litellm model string, for counting tokens the provider did not report
+    try:
+        if frame.session_id is not None:
+            raise GatewayError(ErrorCode.BAD_REQUEST, "sessions not enabled", request_id=request_id)
+        decision = await database_sync_to_async(resolve_model)(principal, frame.model, request_id=request_id)
+        target = decision.target
+        model = target.litellm_model
+        draft.deployment_id, draft.deployment_name, draft.provider = target.deployment_id, target.name, target.provider
+        draft.route = decision.explain()
+        draft.input_price_per_mtok = target.prices.input_per_mtok
+        draft.output_price_per_mtok = target.prices.output_per_mtok
+
+        messages = frame.chat_messages()
+        prompt_tokens = await count_prompt_tokens(target.litellm_model, messages)
+        if prompt_tokens >= target.context_window:
+            raise GatewayError(
+                ErrorCode.BAD_REQUEST,
+                f"prompt is {prompt_tokens} tokens; {target.name!r} accepts at most {target.context_window - 1}",
+                request_id=request_id,
+            )
+        params = frame.parameters
+        max_tokens = clamp_max_tokens(
+            requested=params.max_tokens, default=settings.GATEWAY["DEFAULT_MAX_TOKENS"],
+            deployment_max=target.max_output_tokens, key_max=principal.max_tokens_per_request,
+            context_window=target.context_window, prompt_tokens=prompt_tokens,
+        )
+        draft.max_tokens = max_tokens
+        draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED
+        call = UpstreamCall(
+            target=target, messages=messages, max_tokens=max_tokens, temperature=params.temperature,
+            top_p=params.top_p, stop=params.stop, presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty, seed=params.seed,
+        )
+        async with UpstreamStream(call) as stream:
+            await send(protocol.response_start_frame(
+                request_id=request_id, model=frame.model, route=draft.route, prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens, truncated=False,
+            ))
+            started = True
+            seq = 0
+            async for text in stream.deltas():
+                if draft.first_token_ms is None:
+                    draft.first_token_ms = _ms(t0)
+                text_parts.append(text)
+                if params.stream:
+                    await send(protocol.token_frame(request_id=request_id, seq=seq, content=text))
+                    seq += 1
+            result = stream.result
+        if not params.stream and text_parts:
+            await send(protocol.token_frame(request_id=request_id, seq=0, content="".join(text_parts)))
+        draft.provider_response_id = result.response_id[:200]
+        finish = "length" if result.finish_reason == "length" else "stop"
+        _settle_tokens(draft, target.litellm_model, text_parts, result.prompt_tokens, result.completion_tokens)
+        draft.finish_reason = finish
+        draft.status = Status.LENGTH if finish == "length" else Status.COMPLETED
+        draft.total_ms = _ms(t0)
+        await send(_end_frame(draft, request_id))
+    except asyncio.CancelledError:
+        reason = state.stop_reason or "client_gone"
+        draft.status = Status.CANCELLED if reason == "cancelled" else Status.CLIENT_GONE
+        draft.finish_reason = "cancelled"
+        _settle_after_failure(draft, model, text_parts)
+        draft.total_ms = _ms(t0)
+        if reason == "cancelled":
+            with _quietly():
+                await send(_end_frame(draft, request_id))
+        raise
+    except GatewayError as exc:
+        draft.status, draft.error_code = Status.REJECTED, int(exc.code)
+        draft.total_ms = _ms(t0)
+        exc.request_id = request_id
+        await send(exc.frame())
+    except UpstreamError as exc:
+        draft.status = Status.UPSTREAM_TIMEOUT if exc.code == ErrorCode.UPSTREAM_TIMEOUT else Status.UPSTREAM_ERROR
+        draft.error_code, draft.finish_reason = int(exc.code), "error"
+        _settle_after_failure(draft, model, text_parts)
+        draft.total_ms = _ms(t0)
+        message = exc.message if not started else f"{exc.message} after {len(text_parts)} tokens were sent"
+        await send(protocol.error_frame(exc.code, message, request_id=request_id,
+                                        retryable=exc.retryable and not started, retry_after_ms=exc.retry_after_ms))
+    except Exception:
+        log.exception("request %s failed", draft.request_id)
+        draft.status, draft.error_code, draft.finish_reason = Status.INTERNAL_ERROR, 500, "error"
+        _settle_after_failure(draft, model, text_parts)
+        draft.total_ms = _ms(t0)
+        with _quietly():
+            await send(protocol.error_frame(ErrorCode.INTERNAL, "internal error; the request was not completed",
+                                            request_id=request_id))
+    finally:
+        # Survives the task's cancellation: every ending leaves exactly one record.
+        await asyncio.shield(_write_usage(draft))
+
+
+def _settle_tokens(draft: UsageDraft, model: str, text_parts: list[str],
+                   provider_prompt: int | None, provider_completion: int | None) -> None:
+    if provider_completion is not None:
+        draft.prompt_tokens, draft.prompt_tokens_source = provider_prompt or 0, Source.PROVIDER
+        draft.completion_tokens, draft.completion_tokens_source = provider_completion, Source.PROVIDER
+    else:
+        draft.completion_tokens = count_completion_tokens(model, "".join(text_parts))
+        draft.completion_tokens_source = Source.COUNTED
+    _price(draft)
+
+
+def _settle_after_failure(draft: UsageDraft, model: str, text_parts: list[str]) -> None:
+    """Bill what was received from upstream before the request stopped."""
+    if draft.deployment_id is None:
+        draft.prompt_tokens, draft.prompt_tokens_source = 0, Source.NONE
+        return
+    if text_parts:
+        draft.completion_tokens = count_completion_tokens(model, "".join(text_parts))
+        draft.completion_tokens_source = Source.COUNTED
+    _price(draft)
+
+
+def _price(draft: UsageDraft) -> None:
+    if draft.input_price_per_mtok is None:
+        return
+    prices = Prices(draft.input_price_per_mtok, draft.output_price_per_mtok)
+    draft.cost_usd = request_cost(prices, prompt_tokens=draft.prompt_tokens, completion_tokens=draft.completion_tokens)
+
+
+def _end_frame(draft: UsageDraft, request_id: str) -> dict:
+    return protocol.response_end_frame(
+        request_id=request_id, finish_reason=draft.finish_reason, prompt_tokens=draft.prompt_tokens,
+        completion_tokens=draft.completion_tokens, cost_usd=format_usd(draft.cost_usd),
+        first_token_ms=draft.first_token_ms, total_ms=draft.total_ms or 0,
+    )
+
+
+async def _write_usage(draft: UsageDraft) -> None:
+    try:
+        await database_sync_to_async(usage_record_write)(draft)
+    except Exception:
+        # The record is the bill: never lose it silently.
+        log.exception("could not write usage record %s: %r", draft.request_id, draft)
+
+
+def _quietly():
+    """Ignore failures to send a final frame to a socket that may already be gone."""
+    return contextlib.suppress(Exception)

@@ -1,0 +1,87 @@
+"""Upstream models the gateway can call, and the credentials to call them with."""
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from gateway.crypto import decrypt_secret, encrypt_secret
+from tenants.models import Organization
+
+PRICE_FIELD = dict(max_digits=14, decimal_places=6, validators=[MinValueValidator(Decimal("0"))])
+
+
+class ProviderCredential(models.Model):
+    """An upstream API key, encrypted at rest. Owned by the platform (org empty) or one org."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.PROTECT, related_name="credentials")
+    name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=50, help_text="e.g. openai, anthropic, mock")
+    encrypted_secret = models.TextField(editable=False)
+    last_four = models.CharField(max_length=4, editable=False, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name"], condition=Q(org__isnull=True), name="uniq_platform_credential_name"),
+            models.UniqueConstraint(fields=["org", "name"], condition=Q(org__isnull=False), name="uniq_org_credential_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.provider}, …{self.last_four})"
+
+    def set_secret(self, plaintext: str) -> None:
+        self.encrypted_secret = encrypt_secret(plaintext)
+        self.last_four = plaintext[-4:] if len(plaintext) >= 8 else ""
+
+    def get_secret(self) -> str:
+        return decrypt_secret(self.encrypted_secret)
+
+
+class Deployment(models.Model):
+    """One callable upstream model: a litellm model string at an endpoint, with prices.
+
+    `name` is what clients put in `llm_request.model`; it resolves org first,
+    then platform (docs/architecture.md, "Name resolution").
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.PROTECT, related_name="deployments")
+    name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=50, help_text="shown to clients in route.provider, e.g. openai, mock")
+    litellm_model = models.CharField(max_length=200, help_text="litellm model string, e.g. openai/gpt-4o")
+    api_base = models.URLField(blank=True)
+    credential = models.ForeignKey(ProviderCredential, null=True, blank=True, on_delete=models.PROTECT)
+    extra_params = models.JSONField(default=dict, blank=True, help_text="extra keyword arguments for litellm")
+    input_price_per_mtok = models.DecimalField(**PRICE_FIELD, help_text="USD per million input tokens")
+    output_price_per_mtok = models.DecimalField(**PRICE_FIELD, help_text="USD per million output tokens")
+    context_window = models.PositiveIntegerField(default=8192)
+    max_output_tokens = models.PositiveIntegerField(default=4096)
+    tags = models.JSONField(default=list, blank=True)
+    weight = models.PositiveIntegerField(default=1)
+    enabled = models.BooleanField(default=True)
+    connect_timeout_ms = models.PositiveIntegerField(default=5_000)
+    first_token_timeout_ms = models.PositiveIntegerField(default=30_000)
+    idle_timeout_ms = models.PositiveIntegerField(default=30_000)
+    total_timeout_ms = models.PositiveIntegerField(default=600_000)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            # Name resolution looks up (org, name) then (platform, name).
+            models.UniqueConstraint(fields=["name"], condition=Q(org__isnull=True), name="uniq_platform_deployment_name"),
+            models.UniqueConstraint(fields=["org", "name"], condition=Q(org__isnull=False), name="uniq_org_deployment_name"),
+            models.CheckConstraint(condition=Q(max_output_tokens__gt=0), name="deployment_max_output_positive"),
+            models.CheckConstraint(condition=Q(context_window__gt=0), name="deployment_context_positive"),
+            models.CheckConstraint(condition=Q(input_price_per_mtok__gte=0) & Q(output_price_per_mtok__gte=0),
+                                   name="deployment_prices_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.org.slug if self.org_id else "platform"
+        return f"{self.name} ({owner})"

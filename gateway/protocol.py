@@ -1,0 +1,252 @@
+"""WebSocket protocol v1: every frame's schema, every error code and close code.
+
+Frames from the client are parsed and validated here into typed objects;
+frames to the client are built here. Nothing else in the project knows the
+wire format. docs/protocol.md is the human-readable contract.
+"""
+from __future__ import annotations
+
+import json
+from enum import IntEnum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+PROTOCOL_VERSION = 1
+
+
+class ErrorCode(IntEnum):
+    BAD_REQUEST = 400
+    UNAUTHORIZED = 401
+    BUDGET_EXHAUSTED = 402
+    FORBIDDEN = 403
+    NOT_FOUND = 404
+    CONFLICT = 409
+    FRAME_TOO_LARGE = 413
+    RATE_LIMITED = 429
+    INTERNAL = 500
+    UPSTREAM_ERROR = 502
+    NO_HEALTHY_DEPLOYMENT = 503
+    UPSTREAM_TIMEOUT = 504
+
+
+# The short machine-readable name sent in the `error` field of an error frame.
+ERROR_NAMES: dict[ErrorCode, str] = {
+    ErrorCode.BAD_REQUEST: "bad_request",
+    ErrorCode.UNAUTHORIZED: "unauthorized",
+    ErrorCode.BUDGET_EXHAUSTED: "budget_exhausted",
+    ErrorCode.FORBIDDEN: "forbidden",
+    ErrorCode.NOT_FOUND: "not_found",
+    ErrorCode.CONFLICT: "conflict",
+    ErrorCode.FRAME_TOO_LARGE: "frame_too_large",
+    ErrorCode.RATE_LIMITED: "rate_limited",
+    ErrorCode.INTERNAL: "internal_error",
+    ErrorCode.UPSTREAM_ERROR: "upstream_error",
+    ErrorCode.NO_HEALTHY_DEPLOYMENT: "no_healthy_deployment",
+    ErrorCode.UPSTREAM_TIMEOUT: "upstream_timeout",
+}
+
+
+class CloseCode(IntEnum):
+    GOING_AWAY = 1001
+    INTERNAL_ERROR = 1011
+    AUTH_FAILED = 4401
+    ORIGIN_NOT_ALLOWED = 4403
+    AUTH_TIMEOUT = 4408
+    FRAME_TOO_LARGE = 4413
+    TOO_MANY_CONNECTIONS = 4429
+
+
+class GatewayError(Exception):
+    """An error the client is told about in an `error` frame."""
+
+    def __init__(self, code: ErrorCode, message: str, *, request_id: str | None = None,
+                 retryable: bool = False, retry_after_ms: int | None = None):
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+        self.request_id = request_id
+        self.retryable = retryable
+        self.retry_after_ms = retry_after_ms
+
+    def frame(self) -> dict[str, Any]:
+        return error_frame(self.code, self.message, request_id=self.request_id,
+                           retryable=self.retryable, retry_after_ms=self.retry_after_ms)
+
+
+# --- Client -> server frames -------------------------------------------------------
+
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class _Frame(BaseModel):
+    # Unknown optional fields are ignored (forward compatibility); types are
+    # strict ("500" is not a number of tokens).
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class AuthFrame(_Frame):
+    type: Literal["auth"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class ChatMessage(_Frame):
+    role: Literal["system", "user", "assistant"]
+    content: str
+    name: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class Parameters(_Frame):
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    seed: int | None = None
+    stream: bool = True
+
+
+class Metadata(_Frame):
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    user_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    priority: Annotated[str, StringConstraints(max_length=32)] | None = None
+    tags: Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=32)] = []
+
+
+class LlmRequestFrame(_Frame):
+    type: Literal["llm_request"]
+    request_id: RequestId | None = None
+    model: ModelName
+    prompt: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    system: str | None = None
+    session_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    parameters: Parameters = Parameters()
+    metadata: Metadata = Metadata()
+
+    @model_validator(mode="after")
+    def _one_kind_of_input(self):
+        if self.prompt is None and self.messages is None:
+            raise ValueError("give either 'prompt' or 'messages'")
+        if self.prompt is not None and self.messages is not None:
+            raise ValueError("give either 'prompt' or 'messages', not both")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("'prompt' must not be empty")
+        return self
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The conversation sent upstream: system prompt first, then the turns."""
+        out: list[dict[str, str]] = []
+        if self.system:
+            out.append({"role": "system", "content": self.system})
+        if self.prompt is not None:
+            out.append({"role": "user", "content": self.prompt})
+        else:
+            for message in self.messages or ():
+                item = {"role": message.role, "content": message.content}
+                if message.name:
+                    item["name"] = message.name
+                out.append(item)
+        return out
+
+
+class CancelFrame(_Frame):
+    type: Literal["cancel"]
+    request_id: RequestId
+
+
+class PingFrame(_Frame):
+    type: Literal["ping"]
+
+
+ClientFrame = Union[AuthFrame, LlmRequestFrame, CancelFrame, PingFrame]
+_FRAME_TYPES: dict[str, type[_Frame]] = {
+    "auth": AuthFrame,
+    "llm_request": LlmRequestFrame,
+    "cancel": CancelFrame,
+    "ping": PingFrame,
+}
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """Parse one text frame or raise GatewayError(400) with a message naming the problem."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        raise GatewayError(ErrorCode.BAD_REQUEST, "frame is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise GatewayError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
+    frame_type = raw.get("type")
+    request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
+    if not isinstance(frame_type, str):
+        raise GatewayError(ErrorCode.BAD_REQUEST, "frame needs a string 'type'", request_id=request_id)
+    schema = _FRAME_TYPES.get(frame_type)
+    if schema is None:
+        raise GatewayError(
+            ErrorCode.BAD_REQUEST,
+            f"unknown frame type {frame_type[:40]!r}; expected one of: {', '.join(_FRAME_TYPES)}",
+            request_id=request_id,
+        )
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise GatewayError(ErrorCode.BAD_REQUEST, _describe(exc), request_id=request_id) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False)[:3]:
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {message}" if location else message)
+    return "; ".join(problems)
+
+
+# --- Server -> client frames -------------------------------------------------------
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def auth_ok_frame(*, org: str, key_prefix: str, limits: dict[str, int]) -> dict[str, Any]:
+    return {"type": "auth_ok", "protocol": PROTOCOL_VERSION, "org": org, "key": key_prefix, "limits": limits}
+
+
+def pong_frame() -> dict[str, Any]:
+    return {"type": "pong"}
+
+
+def response_start_frame(*, request_id: str, model: str, route: dict[str, Any], prompt_tokens: int,
+                         max_tokens: int, truncated: bool) -> dict[str, Any]:
+    return {"type": "llm_response_start", "request_id": request_id, "model": model, "route": route,
+            "prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "truncated": truncated}
+
+
+def token_frame(*, request_id: str, seq: int, content: str) -> dict[str, Any]:
+    return {"type": "llm_token", "request_id": request_id, "seq": seq, "content": content}
+
+
+def response_end_frame(*, request_id: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
+                       cost_usd: str, first_token_ms: int | None, total_ms: int) -> dict[str, Any]:
+    return {
+        "type": "llm_response_end",
+        "request_id": request_id,
+        "finish_reason": finish_reason,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+        "cost_usd": cost_usd,
+        "latency_ms": {"first_token": first_token_ms, "total": total_ms},
+    }
+
+
+def error_frame(code: ErrorCode, message: str, *, request_id: str | None = None, retryable: bool = False,
+                retry_after_ms: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error"}
+    if request_id is not None:
+        frame["request_id"] = request_id
+    frame.update(code=int(code), error=ERROR_NAMES[ErrorCode(code)], message=message, retryable=retryable)
+    if retry_after_ms is not None:
+        frame["retry_after_ms"] = retry_after_ms
+    return frame

@@ -1,0 +1,193 @@
+"""The one module that talks to litellm.
+
+`open_stream` calls `litellm.acompletion(stream=True)` with litellm's and the
+OpenAI client's own retries off (the gateway decides about retries and
+fallback), enforces the deployment's first-token, idle and total timeouts, and
+always closes the upstream HTTP stream when the caller stops reading — on
+normal end, error, cancel or client disconnect — so nothing is generated that
+nobody reads. Upstream error text is never passed on: it can echo credentials.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+
+from gateway.protocol import ErrorCode  # noqa: E402
+from gateway.routing import Target  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+litellm.telemetry = False
+litellm.disable_hf_tokenizer_download = True
+litellm.suppress_debug_info = True
+litellm.drop_params = True
+
+
+class UpstreamError(Exception):
+    """A failed upstream call, already stripped of the provider's own text."""
+
+    def __init__(self, code: ErrorCode, message: str, *, status: int | None = None,
+                 retryable: bool = False, retry_after_ms: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after_ms = retry_after_ms
+
+
+@dataclass(frozen=True)
+class UpstreamCall:
+    target: Target
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+
+    def litellm_kwargs(self) -> dict[str, Any]:
+        target = self.target
+        kwargs: dict[str, Any] = dict(target.extra_params)
+        kwargs.update(
+            model=target.litellm_model,
+            messages=self.messages,
+            max_tokens=self.max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+            num_retries=0,
+            max_retries=0,
+            timeout=target.total_timeout_s,
+        )
+        if target.api_base:
+            kwargs["api_base"] = target.api_base
+        if target.api_key:
+            kwargs["api_key"] = target.api_key
+        for name in ("temperature", "top_p", "stop", "presence_penalty", "frequency_penalty", "seed"):
+            value = getattr(self, name)
+            if value is not None:
+                kwargs[name] = value
+        return kwargs
+
+
+@dataclass
+class StreamResult:
+    """What the upstream said about the stream, filled in while it is read."""
+
+    response_id: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    chunks: int = field(default=0)
+
+
+class UpstreamStream:
+    """Iterate text deltas of one upstream completion; `result` fills in as it goes."""
+
+    def __init__(self, call: UpstreamCall):
+        self.call = call
+        self.result = StreamResult()
+        self._response = None
+        self._deadline = 0.0
+
+    async def __aenter__(self) -> "UpstreamStream":
+        target = self.call.target
+        self._deadline = time.monotonic() + target.total_timeout_s
+        try:
+            self._response = await asyncio.wait_for(
+                litellm.acompletion(**self.call.litellm_kwargs()), timeout=self._budget(target.first_token_timeout_s)
+            )
+        except BaseException as exc:
+            raise _translate(exc, target) from None
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            # Shielded: closing must finish even when the task is being cancelled,
+            # or the upstream keeps generating for nobody.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(response.aclose())
+
+    def _budget(self, step_timeout: float) -> float:
+        return max(0.001, min(step_timeout, self._deadline - time.monotonic()))
+
+    async def deltas(self) -> AsyncIterator[str]:
+        target = self.call.target
+        iterator = self._response.__aiter__()
+        first = True
+        while True:
+            timeout = self._budget(target.first_token_timeout_s if first else target.idle_timeout_s)
+            try:
+                chunk = await asyncio.wait_for(iterator.__anext__(), timeout=timeout)
+            except StopAsyncIteration:
+                return
+            except BaseException as exc:
+                raise _translate(exc, target) from None
+            self.result.chunks += 1
+            if not self.result.response_id and getattr(chunk, "id", None):
+                self.result.response_id = str(chunk.id)
+            usage = getattr(chunk, "usage", None)
+            if usage is not None and getattr(usage, "completion_tokens", None) is not None:
+                self.result.prompt_tokens = int(usage.prompt_tokens or 0)
+                self.result.completion_tokens = int(usage.completion_tokens or 0)
+            for choice in getattr(chunk, "choices", None) or ():
+                if choice.finish_reason:
+                    self.result.finish_reason = str(choice.finish_reason)
+                delta = getattr(choice, "delta", None)
+                text = getattr(delta, "content", None) if delta is not None else None
+                if text:
+                    first = False
+                    yield text
+
+
+def _retry_after_ms(exc: BaseException) -> int | None:
+    headers = getattr(exc, "headers", None) or getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+    except AttributeError:
+        return None
+    try:
+        return max(0, int(float(value) * 1000)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _translate(exc: BaseException, target: Target) -> BaseException:
+    """Map any failure of the upstream call to an UpstreamError with our own words."""
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return exc
+    name = target.name
+    if isinstance(exc, (asyncio.TimeoutError, litellm.Timeout)):
+        return UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, f"upstream {name!r} timed out", retryable=True)
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    if isinstance(exc, litellm.RateLimitError):
+        return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} is rate limiting (HTTP 429)",
+                             status=429, retryable=True, retry_after_ms=_retry_after_ms(exc))
+    if isinstance(exc, litellm.APIConnectionError) and status in (None, 500):
+        log.warning("upstream %s connection failed: %s", name, type(exc).__name__)
+        return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} could not be reached or broke off",
+                             status=None, retryable=True)
+    if status is not None and status >= 500:
+        return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} failed (HTTP {status})",
+                             status=status, retryable=True)
+    if status is not None:
+        return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} rejected the request (HTTP {status})",
+                             status=status, retryable=False)
+    log.warning("upstream %s failed: %s", name, type(exc).__name__)
+    return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} failed", retryable=True)

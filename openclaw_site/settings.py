@@ -1,0 +1,218 @@
+"""OpenClaw Gateway settings, driven by environment variables.
+
+With no variables at all this is the *embedded default*: SQLite, the in-memory
+channel layer, a Celery broker on an SQLite file, and secrets generated into
+files under OPENCLAW_DATA_DIR (mode 0600, outside git).
+
+Production mode (OPENCLAW_MODE=production) refuses to start unless the secret
+key and the credential-encryption keys are given explicitly. See
+docs/operations.md for every variable.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from openclaw_site.env import (
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    new_django_secret,
+    read_or_create_secret_file,
+)
+
+# litellm fetches its price map from the network at import unless told not to;
+# the gateway never reaches for the network at start-up.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("OPENCLAW_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+MODE = env_str("OPENCLAW_MODE", "development")
+if MODE not in {"development", "production"}:
+    raise ImproperlyConfigured(f"OPENCLAW_MODE must be 'development' or 'production', got {MODE!r}")
+PRODUCTION = MODE == "production"
+DEBUG = env_bool("DJANGO_DEBUG", default=not PRODUCTION)
+
+
+def _credential_key_default() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+if PRODUCTION:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+    if len(SECRET_KEY) < 32 or SECRET_KEY.startswith("django-insecure"):
+        raise ImproperlyConfigured("production mode needs DJANGO_SECRET_KEY (at least 32 random characters)")
+    CREDENTIAL_KEYS = env_list("OPENCLAW_CREDENTIAL_KEYS")
+    if not CREDENTIAL_KEYS:
+        raise ImproperlyConfigured(
+            "production mode needs OPENCLAW_CREDENTIAL_KEYS (comma-separated Fernet keys, newest first)"
+        )
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("production mode needs DJANGO_ALLOWED_HOSTS")
+else:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY") or read_or_create_secret_file(
+        DATA_DIR / "secret_key", new_django_secret
+    )
+    CREDENTIAL_KEYS = env_list("OPENCLAW_CREDENTIAL_KEYS") or [
+        read_or_create_secret_file(DATA_DIR / "credential_key", _credential_key_default)
+    ]
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "tenants",
+    "gateway",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "openclaw_site.urls"
+ASGI_APPLICATION = "openclaw_site.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600, minimum=0),
+            conn_health_checks=True,
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "openclaw.sqlite3",
+            "OPTIONS": {
+                # WAL lets readers proceed during a write; IMMEDIATE takes the
+                # write lock at BEGIN so two writers queue instead of failing
+                # half-way with "database is locked".
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"].setdefault("TEST", {})
+    if env_str("OPENCLAW_TEST_DB_NAME"):
+        DATABASES["default"]["TEST"]["NAME"] = env_str("OPENCLAW_TEST_DB_NAME")
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, channel layer, Celery -------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Celery with no broker configured silently uses amqp://localhost: always set it.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or f"sqla+sqlite:///{DATA_DIR / 'celery-broker.sqlite3'}"
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or REDIS_URL or f"db+sqlite:///{DATA_DIR / 'celery-results.sqlite3'}"
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "rollup-usage-today": {
+        "task": "billing.tasks.rollup_usage_day",
+        "schedule": env_int("OPENCLAW_ROLLUP_INTERVAL_SECONDS", 300, minimum=10),
+    },
+}
+
+# --- Gateway ------------------------------------------------------------------
+GATEWAY = {
+    # Advertised in auth_ok and enforced.
+    "MAX_MESSAGE_BYTES": env_int("OPENCLAW_MAX_MESSAGE_BYTES", 256 * 1024, minimum=1024),
+    "MAX_IN_FLIGHT": env_int("OPENCLAW_MAX_IN_FLIGHT", 8, minimum=1),
+    "AUTH_TIMEOUT_SECONDS": env_int("OPENCLAW_AUTH_TIMEOUT_SECONDS", 10, minimum=1),
+    "HEARTBEAT_SECONDS": env_int("OPENCLAW_HEARTBEAT_SECONDS", 20, minimum=1),
+    # Used when a request names no max_tokens; always clamped by the deployment.
+    "DEFAULT_MAX_TOKENS": env_int("OPENCLAW_DEFAULT_MAX_TOKENS", 1024, minimum=1),
+}
+
+# --- Django REST framework --------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# --- The rest ----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("OPENCLAW_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "LiteLLM": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,112 @@
+"""Who may do what: API-key authentication for the gateway and org access for people.
+
+Every path that turns a credential or a URL into tenant data goes through here.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
+
+from tenants.audit import record_event
+from tenants.keys import digests_match, display_prefix, parse_key
+from tenants.models import ApiKey, AuditEvent, Membership, Organization
+
+log = logging.getLogger(__name__)
+
+# "Last used" is a convenience stamp: writing it on every request would put a
+# database write on the hot path, so it is refreshed at most this often.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class KeyPrincipal:
+    """What the gateway knows about an authenticated API key."""
+
+    key_id: int
+    key_public_id: str
+    key_prefix: str
+    org_id: int
+    org_public_id: str
+    org_slug: str
+    org_tier: str
+    allowed_models: tuple[str, ...]
+    max_tokens_per_request: int | None
+    store_prompts: bool
+
+    def may_request(self, name: str) -> bool:
+        return not self.allowed_models or name in self.allowed_models
+
+
+class AuthenticationFailed(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def authenticate_api_key(raw: object, *, source: str = "websocket") -> KeyPrincipal:
+    """Return the principal for a raw key or raise AuthenticationFailed.
+
+    Every failure writes an audit event (without the key's secret part).
+    """
+    parsed = parse_key(raw)
+    if parsed is None:
+        _record_failure(None, "malformed key", None, source)
+        raise AuthenticationFailed("malformed key")
+    api_key = ApiKey.objects.select_related("org").filter(lookup=parsed.lookup).first()
+    if api_key is None or not digests_match(api_key.digest, parsed.digest):
+        _record_failure(api_key.org if api_key else None, "unknown key", display_prefix(parsed.lookup), source)
+        raise AuthenticationFailed("unknown key")
+    now = timezone.now()
+    if api_key.revoked_at is not None:
+        reason = "key revoked"
+    elif api_key.expires_at is not None and api_key.expires_at <= now:
+        reason = "key expired"
+    elif not api_key.org.is_active:
+        reason = "organization suspended"
+    else:
+        reason = ""
+    if reason:
+        _record_failure(api_key.org, reason, api_key.display, source)
+        raise AuthenticationFailed(reason)
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    org = api_key.org
+    return KeyPrincipal(
+        key_id=api_key.pk,
+        key_public_id=str(api_key.public_id),
+        key_prefix=api_key.prefix,
+        org_id=org.pk,
+        org_public_id=str(org.public_id),
+        org_slug=org.slug,
+        org_tier=org.tier,
+        allowed_models=tuple(api_key.allowed_models or ()),
+        max_tokens_per_request=api_key.max_tokens_per_request,
+        store_prompts=org.store_prompts,
+    )
+
+
+def _record_failure(org: Organization | None, reason: str, key_display: str | None, source: str) -> None:
+    log.info("authentication failed: %s (%s)", reason, key_display or "no key id")
+    with transaction.atomic():
+        record_event(
+            org=org, actor_type=AuditEvent.ActorType.ANONYMOUS, actor=key_display or "",
+            action="auth.failed", target_type="api_key", target_id="",
+            data={"reason": reason, "source": source},
+        )
+
+
+def org_for_member(user, org_slug: str) -> tuple[Organization, str]:
+    """Return (org, role) for a member; 404 for anyone else, whether or not it exists."""
+    membership = (
+        Membership.objects.select_related("org").filter(user=user, org__slug=org_slug).first()
+        if getattr(user, "is_authenticated", False)
+        else None
+    )
+    if membership is None:
+        raise Http404("No such organization")
+    return membership.org, membership.role

@@ -1,0 +1,158 @@
+"""Organizations, their members, their API keys, and the append-only audit log."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from tenants.keys import display_prefix
+
+
+class Organization(models.Model):
+    class Tier(models.TextChoices):
+        FREE = "free", "Free"
+        PRO = "pro", "Pro"
+        ENTERPRISE = "enterprise", "Enterprise"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.FREE)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # Privacy: prompt and completion text are not stored unless the org opts in.
+    store_prompts = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        AUDITOR = "auditor", "Auditor"
+        MEMBER = "member", "Member"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "user"], name="uniq_membership_org_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.org} ({self.role})"
+
+
+class ApiKey(models.Model):
+    """A tenant application's credential. Only a digest of the secret is kept."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200)
+    # Unique lookup id embedded in the key: the one query authentication makes.
+    lookup = models.CharField(max_length=16, unique=True, editable=False)
+    digest = models.CharField(max_length=64, editable=False)
+    last_four = models.CharField(max_length=4, editable=False)
+    # Names (models or routes) this key may request, as the client sends them.
+    # Empty means every name the org can resolve.
+    allowed_models = models.JSONField(default=list, blank=True)
+    max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(digest=""), name="apikey_digest_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display} ({self.name})"
+
+    @property
+    def display(self) -> str:
+        return f"{display_prefix(self.lookup)}…{self.last_four}"
+
+    @property
+    def prefix(self) -> str:
+        return display_prefix(self.lookup)
+
+    def is_usable(self, now=None) -> bool:
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > now
+
+
+class AuditEvent(models.Model):
+    """One append-only audit entry.
+
+    Events form hash chains, one per org (and one for platform events): each
+    event's hash covers its content and the previous event's hash, so an edited
+    or deleted row breaks verification (`tenants.audit.verify_chain`). The
+    (chain, seq) unique constraint makes two concurrent writers conflict rather
+    than fork the chain.
+    """
+
+    class ActorType(models.TextChoices):
+        USER = "user", "User"
+        API_KEY = "api_key", "API key"
+        SYSTEM = "system", "System"
+        ANONYMOUS = "anonymous", "Anonymous"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
+    chain = models.CharField(max_length=64, editable=False)
+    seq = models.PositiveBigIntegerField(editable=False)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
+
+    class Meta:
+        ordering = ["chain", "seq"]
+        constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="uniq_audit_chain_seq")]
+        indexes = [
+            # The auditor's view: an org's events, newest first.
+            models.Index(fields=["org", "-created_at"], name="audit_org_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} by {self.actor or self.actor_type}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValueError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("audit events are append-only")
