@@ -135,6 +135,10 @@ class UpstreamStream:
             try:
                 chunk = await asyncio.wait_for(iterator.__anext__(), timeout=timeout)
             except StopAsyncIteration:
+                if not _provider_reported_usage(self._response):
+                    # litellm estimates usage when the provider sent none; the
+                    # gateway counts for itself instead and says so.
+                    self.result.prompt_tokens = self.result.completion_tokens = None
                 return
             except BaseException as exc:
                 raise _translate(exc, target) from None
@@ -153,6 +157,14 @@ class UpstreamStream:
                 if text:
                     first = False
                     yield text
+
+
+def _provider_reported_usage(response) -> bool:
+    """Did the provider itself send usage? (litellm keeps the raw chunks it received.)"""
+    chunks = getattr(response, "chunks", None)
+    if chunks is None:
+        return True  # cannot tell: trust the usage litellm passed on
+    return any(getattr(chunk, "usage", None) is not None for chunk in chunks)
 
 
 def _retry_after_ms(exc: BaseException) -> int | None:

@@ -1,0 +1,73 @@
+"""Shared fixtures: the mock LLM process, tenants, keys and deployments."""
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+import pytest
+
+from tests.support.mockllm import MockLLMProcess
+from tests.support.services import require
+
+
+def pytest_configure(config):
+    # In the services pass, a test run that silently fell back to SQLite or
+    # the in-memory layer would prove nothing.
+    if os.environ.get("DATABASE_URL"):
+        require("postgresql")
+    if os.environ.get("REDIS_URL"):
+        require("redis")
+
+
+@pytest.fixture(scope="session")
+def mockllm():
+    with MockLLMProcess(rate=0, ttft_ms=0) as mock:
+        yield mock
+
+
+@pytest.fixture
+def org(db):
+    from tenants.services import org_create
+
+    return org_create(slug="acme", name="Acme Inc")
+
+
+@pytest.fixture
+def other_org(db):
+    from tenants.services import org_create
+
+    return org_create(slug="globex", name="Globex")
+
+
+@pytest.fixture
+def issued_key(org):
+    from tenants.services import api_key_create
+
+    return api_key_create(org=org, name="test key")
+
+
+@pytest.fixture
+def mock_credential(db):
+    from gateway.models import ProviderCredential
+
+    credential = ProviderCredential(name="mock", provider="mock")
+    credential.set_secret("mock-key-for-tests")
+    credential.save()
+    return credential
+
+
+@pytest.fixture
+def make_deployment(db, mockllm, mock_credential):
+    from gateway.models import Deployment
+
+    def make(name="mock-fast", *, org=None, input_price="2.50", output_price="10.00", **fields):
+        fields.setdefault("provider", "mock")
+        fields.setdefault("litellm_model", f"openai/{name}")
+        fields.setdefault("api_base", mockllm.api_base)
+        fields.setdefault("credential", mock_credential)
+        return Deployment.objects.create(
+            name=name, org=org, input_price_per_mtok=Decimal(input_price), output_price_per_mtok=Decimal(output_price),
+            **fields,
+        )
+
+    return make

@@ -1,0 +1,142 @@
+"""A real gateway stack in subprocesses, for end-to-end tests and the benchmark.
+
+Processes started as subprocesses cannot see pytest-django's test database, so
+the stack gets its own: an SQLite file in a temporary data directory, or, when
+DATABASE_URL points at PostgreSQL, a fresh database beside it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+from tests.support.mockllm import REPO_ROOT
+
+# Variables of the test process that must not leak into the stack's processes.
+_PRIVATE_ENV = ("DJANGO_SETTINGS_MODULE", "OPENCLAW_TEST_DB_NAME", "PYTEST_CURRENT_TEST")
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout}s")
+
+
+class Stack:
+    """Database + demo tenant + gateway process (+ optional Celery worker)."""
+
+    def __init__(self, data_dir: Path, *, mock_api_base: str, name: str = "e2e"):
+        self.data_dir = data_dir
+        self.mock_api_base = mock_api_base
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        self.env["OPENCLAW_DATA_DIR"] = str(data_dir)
+        self.env["PYTHONUNBUFFERED"] = "1"
+        base_url = os.environ.get("DATABASE_URL", "")
+        if base_url.startswith("postgres"):
+            self.pg_url = _recreate_pg_database(base_url, f"openclaw_{name}_{os.getpid()}")
+            self.env["DATABASE_URL"] = self.pg_url
+            self.sqlite_path = None
+        else:
+            self.pg_url = None
+            self.env.pop("DATABASE_URL", None)
+            self.sqlite_path = data_dir / "openclaw.sqlite3"
+        redis_url = os.environ.get("REDIS_URL", "")
+        self.broker_url = redis_url or f"sqla+sqlite:///{data_dir / 'celery-broker.sqlite3'}"
+        self.result_backend = redis_url or f"db+sqlite:///{data_dir / 'celery-results.sqlite3'}"
+        self.port = None
+        self.api_key = ""
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def manage(self, *args: str, timeout: float = 120) -> str:
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=self.env,
+                                capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def prepare(self) -> "Stack":
+        self.manage("migrate", "--noinput", "-v", "0")
+        self.api_key = self.manage("setup_demo", "--mock-api-base", self.mock_api_base).strip().splitlines()[-1]
+        return self
+
+    def start_gateway(self, **extra_env: str) -> int:
+        from openclaw_site.processes import gateway_command
+
+        port = free_port()
+        env = {**self.env, **extra_env}
+        process = subprocess.Popen(gateway_command(host="127.0.0.1", port=port), cwd=REPO_ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=open(self.data_dir / f"gateway-{port}.log", "w"))
+        self.processes.append((f"gateway:{port}", process))
+        wait_for_port(port, process, "gateway")
+        self.port = self.port or port
+        return port
+
+    def start_worker(self) -> subprocess.Popen:
+        from openclaw_site.processes import worker_command
+
+        process = subprocess.Popen(worker_command(beat=False), cwd=REPO_ROOT, env=self.env,
+                                   stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "worker.log", "w"))
+        self.processes.append(("worker", process))
+        return process
+
+    def stop(self) -> None:
+        for _name, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _name, process in reversed(self.processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    def url(self, port: int | None = None) -> str:
+        return f"ws://127.0.0.1:{port or self.port}/websocket"
+
+    def log(self, port: int | None = None) -> str:
+        return (self.data_dir / f"gateway-{port or self.port}.log").read_text()
+
+    # --- looking at the stack's database --------------------------------------------
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run a read query against the stack's database ('%s' placeholders)."""
+        if self.sqlite_path is not None:
+            with closing(sqlite3.connect(self.sqlite_path, timeout=10)) as conn:
+                return conn.execute(sql.replace("%s", "?"), params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def _recreate_pg_database(base_url: str, name: str) -> str:
+    import psycopg
+
+    parsed = urlparse(base_url)
+    admin_url = urlunparse(parsed._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunparse(parsed._replace(path=f"/{name}"))
