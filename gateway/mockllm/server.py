@@ -451,7 +451,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if record["outcome"] is None:
             record["outcome"] = "error"
             record["ended_at"] = time.time()
-        raise
+        if resp is None or not resp.prepared:
+            raise  # the middleware answers 500 with an OpenAI-style error
+        # Headers already sent: a second response cannot follow; drop the connection.
+        log.exception("mockllm: unexpected error while streaming %s", rid)
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
 
 
 def _mark_gone(record: dict[str, Any], outcome: str) -> None:

@@ -131,6 +131,16 @@ class Stack:
             return conn.execute(sql, params).fetchall()
 
 
+    def wait_for_rows(self, sql: str, params: tuple = (), *, count: int = 1, timeout: float = 10) -> list[tuple]:
+        """Poll until the query returns `count` rows: usage is written just after the end frame."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.query(sql, params)
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+
 def _recreate_pg_database(base_url: str, name: str) -> str:
     import psycopg
 
