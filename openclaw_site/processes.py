@@ -13,7 +13,7 @@ from django.conf import settings
 def gateway_command(*, host: str, port: int) -> list[str]:
     limit = settings.GATEWAY["MAX_MESSAGE_BYTES"]
     return [
-        sys.executable, "-m", "daphne",
+        sys.executable, "-m", "openclaw_site.server",
         "-b", host, "-p", str(port),
         # The ASGI server's own hard limit sits above the gateway's advertised
         # one, so the gateway answers an oversized frame (413, close 4413) first.
