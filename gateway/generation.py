@@ -95,21 +95,27 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             top_p=params.top_p, stop=params.stop, presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty, seed=params.seed,
         )
+        start_frame = protocol.response_start_frame(
+            request_id=request_id, model=frame.model, route=draft.route, prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens, truncated=False,
+        )
         async with UpstreamStream(call) as stream:
-            await send(protocol.response_start_frame(
-                request_id=request_id, model=frame.model, route=draft.route, prompt_tokens=prompt_tokens,
-                max_tokens=max_tokens, truncated=False,
-            ))
-            started = True
             seq = 0
             async for text in stream.deltas():
-                if draft.first_token_ms is None:
+                if not started:
+                    # Sent with the first token, not before: until then the
+                    # request can still fail over without the client noticing.
                     draft.first_token_ms = _ms(t0)
+                    await send(start_frame)
+                    started = True
                 text_parts.append(text)
                 if params.stream:
                     await send(protocol.token_frame(request_id=request_id, seq=seq, content=text))
                     seq += 1
             result = stream.result
+        if not started:
+            await send(start_frame)  # an empty completion still gets start and end
+            started = True
         if not params.stream and text_parts:
             await send(protocol.token_frame(request_id=request_id, seq=0, content="".join(text_parts)))
         draft.provider_response_id = result.response_id[:200]

@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import httpx  # noqa: E402
 import litellm  # noqa: E402
 
 from gateway.protocol import ErrorCode  # noqa: E402
@@ -68,7 +69,7 @@ class UpstreamCall:
             stream_options={"include_usage": True},
             num_retries=0,
             max_retries=0,
-            timeout=target.total_timeout_s,
+            timeout=httpx.Timeout(target.total_timeout_s, connect=target.connect_timeout_s),
         )
         if target.api_base:
             kwargs["api_base"] = target.api_base

@@ -311,3 +311,20 @@ async def test_cancel_ends_the_request_with_cancelled_and_partial_usage(issued_k
     assert error["code"] == 404 and "request_id" not in error
     await comm.disconnect()
     assert (await UsageRecord.objects.aget(client_request_id="c")).status == "cancelled"
+
+
+@pytest.fixture
+def impatient(make_deployment):
+    return make_deployment("impatient", first_token_timeout_ms=300)
+
+
+async def test_a_hung_upstream_times_out_with_504_and_is_closed(issued_key, impatient, mockllm):
+    comm = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "h", "model": "impatient",
+                            "prompt": "x [[mock fault=hang tag=hang-504]]"})
+    error = await next_frame(comm)
+    assert (error["code"], error["error"], error["retryable"]) == (504, "upstream_timeout", True)
+    await comm.disconnect()
+    record = mockllm.wait_for_event("hang-504", lambda r: r["client_gone_at"] is not None, timeout=5)
+    assert record["outcome"] == "hung_client_gone"
+    assert (await UsageRecord.objects.aget(client_request_id="h")).status == "upstream_timeout"
