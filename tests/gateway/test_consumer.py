@@ -328,3 +328,50 @@ async def test_a_hung_upstream_times_out_with_504_and_is_closed(issued_key, impa
     record = mockllm.wait_for_event("hang-504", lambda r: r["client_gone_at"] is not None, timeout=5)
     assert record["outcome"] == "hung_client_gone"
     assert (await UsageRecord.objects.aget(client_request_id="h")).status == "upstream_timeout"
+
+
+@pytest.fixture
+def tight_limits(settings):
+    settings.GATEWAY = {**settings.GATEWAY, "MAX_MESSAGE_BYTES": 2048, "MAX_IN_FLIGHT": 2, "AUTH_TIMEOUT_SECONDS": 1}
+    return settings.GATEWAY
+
+
+async def test_a_frame_over_the_limit_gets_413_and_close_4413(issued_key, tight_limits):
+    comm = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "model": "m", "prompt": "x" * 4096})
+    error = await next_frame(comm)
+    assert (error["code"], error["error"]) == (413, "frame_too_large") and "2048" in error["message"]
+    assert (await comm.receive_output(timeout=5))["code"] == 4413
+
+
+async def test_no_auth_within_the_advertised_time_closes_4408(tight_limits):
+    comm = await connect()
+    error = await next_frame(comm, timeout=5)
+    assert error["code"] == 401 and "time" in error["message"]
+    assert (await comm.receive_output(timeout=5))["code"] == 4408
+
+
+async def test_more_requests_in_flight_than_advertised_get_429(issued_key, deployment, tight_limits):
+    comm = await authed(issued_key)
+    for rid in ("1", "2", "3"):
+        await send_frame(comm, {"type": "llm_request", "request_id": rid, "model": "mock-fast",
+                                "prompt": "x [[mock tokens=10 rate=20]]"})
+    error = await next_frame(comm)
+    while error["type"] != "error":
+        error = await next_frame(comm)
+    assert (error["code"], error["request_id"], error["retryable"]) == (429, "3", True)
+    assert error["retry_after_ms"] > 0
+    await comm.disconnect()
+
+
+@pytest.fixture
+def disabled(make_deployment):
+    return make_deployment("resting", enabled=False)
+
+
+async def test_a_disabled_deployment_gets_503(issued_key, disabled):
+    comm = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "d", "model": "resting", "prompt": "hi"})
+    error = await next_frame(comm)
+    assert (error["code"], error["error"], error["retryable"]) == (503, "no_healthy_deployment", True)
+    await comm.disconnect()
