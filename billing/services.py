@@ -44,14 +44,17 @@ class UsageDraft:
     max_tokens: int | None = None
     first_token_ms: int | None = None
     total_ms: int | None = None
+    ended_at: datetime | None = None
 
 
-def usage_record_write(draft: UsageDraft) -> UsageRecord:
-    """Write the request's usage record. Idempotent on the request id."""
-    values = {k: v for k, v in draft.__dict__.items() if k != "request_id"}
-    values["ended_at"] = timezone.now()
-    record, _created = UsageRecord.objects.get_or_create(request_id=draft.request_id, defaults=values)
-    return record
+def usage_records_write(drafts: list[UsageDraft]) -> None:
+    """Write finished requests' usage records. Idempotent on the request id: a
+    record already written is left as it is."""
+    now = timezone.now()
+    UsageRecord.objects.bulk_create(
+        [UsageRecord(**{**draft.__dict__, "ended_at": draft.ended_at or now}) for draft in drafts],
+        ignore_conflicts=True,
+    )
 
 
 def usage_rollup_day(*, day: date) -> int:

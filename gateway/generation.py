@@ -16,10 +16,12 @@ from typing import Awaitable, Callable
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from billing.models import UsageRecord
 from billing.money import Prices, format_usd, request_cost
-from billing.services import UsageDraft, usage_record_write
+from billing.recorder import usage_recorder
+from billing.services import UsageDraft
 from gateway import protocol
 from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
@@ -157,8 +159,10 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             await send(protocol.error_frame(ErrorCode.INTERNAL, "internal error; the request was not completed",
                                             request_id=request_id))
     finally:
-        # Survives the task's cancellation: every ending leaves exactly one record.
-        await asyncio.shield(_write_usage(draft))
+        # Not awaited, so the task's cancellation cannot lose it: every ending
+        # leaves exactly one record, written off the token path.
+        draft.ended_at = timezone.now()
+        usage_recorder.submit(draft)
 
 
 def _settle_tokens(draft: UsageDraft, model: str, text_parts: list[str],
@@ -196,14 +200,6 @@ def _end_frame(draft: UsageDraft, request_id: str) -> dict:
         completion_tokens=draft.completion_tokens, cost_usd=format_usd(draft.cost_usd),
         first_token_ms=draft.first_token_ms, total_ms=draft.total_ms or 0,
     )
-
-
-async def _write_usage(draft: UsageDraft) -> None:
-    try:
-        await database_sync_to_async(usage_record_write)(draft)
-    except Exception:
-        # The record is the bill: never lose it silently.
-        log.exception("could not write usage record %s: %r", draft.request_id, draft)
 
 
 def _quietly():

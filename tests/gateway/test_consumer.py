@@ -1,10 +1,12 @@
 """The consumer over channels' WebsocketCommunicator, against the real mock LLM over HTTP."""
+import time
 from decimal import Decimal
 
 import pytest
 from channels.testing import WebsocketCommunicator
 
 from billing.models import UsageRecord
+from billing.recorder import usage_recorder
 from openclaw_site.asgi import application
 from tests.support.frames import collect, next_frame, send_frame, text_of
 
@@ -14,6 +16,11 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def deployment(make_deployment):
     return make_deployment("mock-fast")  # $2.50 in / $10.00 out per million tokens
+
+
+async def usage_of(client_request_id: str) -> UsageRecord:
+    assert await usage_recorder.flush(timeout=10)
+    return await UsageRecord.objects.aget(client_request_id=client_request_id)
 
 
 async def connect(headers=None):
@@ -116,7 +123,7 @@ async def test_it_streams_start_tokens_and_end_with_exact_cost(issued_key, deplo
     assert sent["max_tokens"] == 100
     await comm.disconnect()
 
-    record = await UsageRecord.objects.aget(client_request_id="r1")
+    record = await usage_of("r1")
     assert record.status == "completed" and record.end_user == "user123"
     assert record.prompt_tokens_source == "provider" and record.completion_tokens_source == "provider"
     assert record.provider_response_id.startswith("chatcmpl-mock-")
@@ -162,7 +169,7 @@ async def test_max_tokens_cut_ends_with_finish_reason_length(issued_key, deploym
     assert len([f for f in frames if f["type"] == "llm_token"]) == 4
     assert frames[-1]["finish_reason"] == "length"
     await comm.disconnect()
-    assert (await UsageRecord.objects.aget(client_request_id="len")).status == "length"
+    assert (await usage_of("len")).status == "length"
 
 
 async def test_stream_false_sends_exactly_one_token_frame(issued_key, deployment):
@@ -179,15 +186,16 @@ async def test_several_requests_stream_concurrently_on_one_socket(issued_key, de
     comm = await authed(issued_key)
     for rid in ("a", "b", "c"):
         await send_frame(comm, {"type": "llm_request", "request_id": rid, "model": "mock-fast",
-                                "prompt": f"{rid} [[mock tokens=10 rate=100]]"})
+                                "prompt": f"{rid} [[mock tokens=10 rate=20]]"})
     order = []
     by_request = {}
     while len([r for r in by_request.values() if r[-1]["type"] == "llm_response_end"]) < 3:
         frame = await next_frame(comm)
-        order.append(frame["request_id"])
+        order.append((frame["type"], frame["request_id"]))
         by_request.setdefault(frame["request_id"], []).append(frame)
-    # Interleaved, not one after the other.
-    assert len(set(order[:12])) == 3
+    # All three were streaming at once: every start came before the first end.
+    first_end = next(i for i, (kind, _) in enumerate(order) if kind == "llm_response_end")
+    assert {rid for kind, rid in order[:first_end] if kind == "llm_response_start"} == {"a", "b", "c"}
     assert all(len(text_of(frames).split()) == 10 for frames in by_request.values())
     await comm.disconnect()
 
@@ -216,7 +224,7 @@ async def test_when_the_provider_omits_usage_the_gateway_counts_tokens(issued_ke
     end = (await collect(comm))["nu"][-1]
     assert end["usage"]["completion_tokens"] > 0
     await comm.disconnect()
-    record = await UsageRecord.objects.aget(client_request_id="nu")
+    record = await usage_of("nu")
     assert record.completion_tokens_source == "counted" and record.prompt_tokens_source == "counted"
     assert record.completion_tokens == end["usage"]["completion_tokens"]
     assert record.cost_usd > 0
@@ -255,7 +263,7 @@ async def test_a_model_outside_the_keys_allow_list_is_403(limited_key):
     error = await next_frame(comm)
     assert (error["code"], error["error"]) == (403, "forbidden")
     await comm.disconnect()
-    record = await UsageRecord.objects.aget(client_request_id="f")
+    record = await usage_of("f")
     assert record.status == "rejected" and record.error_code == 403 and record.cost_usd == 0
 
 
@@ -291,26 +299,26 @@ async def test_an_upstream_500_is_a_502_without_the_upstreams_text(issued_key, d
     assert (error["type"], error["code"], error["error"]) == ("error", 502, "upstream_error")
     assert "sk-mock" not in error["message"] and "LEAKED" not in error["message"]
     await comm.disconnect()
-    record = await UsageRecord.objects.aget(client_request_id="u")
+    record = await usage_of("u")
     assert record.status == "upstream_error" and record.error_code == 502
 
 
 async def test_cancel_ends_the_request_with_cancelled_and_partial_usage(issued_key, deployment):
     comm = await authed(issued_key)
     await send_frame(comm, {"type": "llm_request", "request_id": "c", "model": "mock-fast",
-                            "prompt": "x [[mock tokens=200 rate=50]]"})
+                            "prompt": "x [[mock tokens=2000 rate=50]]"})
     while (await next_frame(comm))["type"] != "llm_token":
         pass
     await send_frame(comm, {"type": "cancel", "request_id": "c"})
     frames = (await collect(comm))["c"]
     end = frames[-1]
-    assert end["type"] == "llm_response_end" and end["finish_reason"] == "cancelled"
-    assert 0 < end["usage"]["completion_tokens"] < 200
+    assert end["type"] == "llm_response_end" and end["finish_reason"] == "cancelled", end
+    assert 0 < end["usage"]["completion_tokens"] < 2000
     await send_frame(comm, {"type": "cancel", "request_id": "c"})
     error = await next_frame(comm)
     assert error["code"] == 404 and "request_id" not in error
     await comm.disconnect()
-    assert (await UsageRecord.objects.aget(client_request_id="c")).status == "cancelled"
+    assert (await usage_of("c")).status == "cancelled"
 
 
 @pytest.fixture
@@ -327,7 +335,7 @@ async def test_a_hung_upstream_times_out_with_504_and_is_closed(issued_key, impa
     await comm.disconnect()
     record = mockllm.wait_for_event("hang-504", lambda r: r["client_gone_at"] is not None, timeout=5)
     assert record["outcome"] == "hung_client_gone"
-    assert (await UsageRecord.objects.aget(client_request_id="h")).status == "upstream_timeout"
+    assert (await usage_of("h")).status == "upstream_timeout"
 
 
 @pytest.fixture
@@ -375,3 +383,86 @@ async def test_a_disabled_deployment_gets_503(issued_key, disabled):
     error = await next_frame(comm)
     assert (error["code"], error["error"], error["retryable"]) == (503, "no_healthy_deployment", True)
     await comm.disconnect()
+
+
+async def test_cancel_closes_the_upstream_stream_within_200ms(issued_key, deployment, mockllm):
+    comm = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "cu", "model": "mock-fast",
+                            "prompt": "x [[mock tokens=2000 rate=50 tag=cancel-upstream]]"})
+    while (await next_frame(comm))["type"] != "llm_token":
+        pass
+    cancelled_at = time.time()
+    await send_frame(comm, {"type": "cancel", "request_id": "cu"})
+    await collect(comm)
+    record = mockllm.wait_for_event("cancel-upstream", lambda r: r["client_gone_at"] is not None, timeout=5)
+    assert record["outcome"] == "client_gone"
+    assert record["client_gone_at"] - cancelled_at < 0.2
+    await comm.disconnect()
+
+
+async def test_disconnect_stops_every_request_and_closes_upstream_within_200ms(issued_key, deployment, mockllm):
+    comm = await authed(issued_key)
+    for rid in ("g1", "g2"):
+        await send_frame(comm, {"type": "llm_request", "request_id": rid, "model": "mock-fast",
+                                "prompt": f"{rid} [[mock tokens=2000 rate=50 tag=gone-{rid}]]"})
+    started = set()
+    while started != {"g1", "g2"}:
+        frame = await next_frame(comm)
+        if frame["type"] == "llm_token":
+            started.add(frame["request_id"])
+    gone_at = time.time()
+    await comm.disconnect()
+    for rid in ("g1", "g2"):
+        record = mockllm.wait_for_event(f"gone-{rid}", lambda r: r["client_gone_at"] is not None, timeout=5)
+        assert record["client_gone_at"] - gone_at < 0.2
+        usage = await usage_of(rid)
+        assert usage.status == "client_gone" and usage.completion_tokens > 0 and usage.cost_usd > 0
+
+
+async def test_an_internal_error_is_a_500_that_reveals_nothing(issued_key, deployment, monkeypatch):
+    import gateway.generation
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("database password is hunter2")
+
+    monkeypatch.setattr(gateway.generation, "count_prompt_tokens", broken)
+    comm = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "boom", "model": "mock-fast", "prompt": "hi"})
+    error = await next_frame(comm)
+    assert (error["code"], error["error"], error["request_id"]) == (500, "internal_error", "boom")
+    assert "hunter2" not in error["message"] and "RuntimeError" not in error["message"]
+    await send_frame(comm, {"type": "ping"})
+    assert (await next_frame(comm))["type"] == "pong"
+    await comm.disconnect()
+    assert (await usage_of("boom")).status == "internal_error"
+
+
+async def test_a_slow_usage_write_never_delays_another_stream(issued_key, deployment, monkeypatch):
+    import billing.recorder
+
+    real_write = billing.recorder.usage_records_write
+
+    def slow_write(drafts):
+        time.sleep(2)
+        real_write(drafts)
+
+    monkeypatch.setattr(billing.recorder, "usage_records_write", slow_write)
+    comm = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "long", "model": "mock-fast",
+                            "prompt": "x [[mock tokens=150 rate=50]]"})
+    for i in range(5):  # short requests end (and are written, slowly) while "long" streams
+        await send_frame(comm, {"type": "llm_request", "request_id": f"short{i}", "model": "mock-fast",
+                                "prompt": "y [[mock tokens=2]]"})
+    arrivals = []
+    while True:
+        frame = await next_frame(comm)
+        if frame.get("request_id") == "long":
+            arrivals.append(time.monotonic())
+            if frame["type"] == "llm_response_end":
+                break
+    gaps = [b - a for a, b in zip(arrivals[1:], arrivals[2:])]
+    assert max(gaps) < 0.1, f"largest gap between tokens {max(gaps):.3f}s"
+    await comm.disconnect()
+    assert await usage_recorder.flush(timeout=30)
+    ids = ["long"] + [f"short{i}" for i in range(5)]
+    assert await UsageRecord.objects.filter(client_request_id__in=ids).acount() == 6

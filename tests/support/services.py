@@ -2,8 +2,9 @@
 
 `python -m tests.support.services` exits 0 when PostgreSQL and Redis answer on
 their usual loopback ports (the Makefile uses it to decide about the second
-test pass). In tests, `require(name)` skips when a service is missing — except
-under CI, where a missing service is a failure, never a silent skip.
+test pass). In tests, `require(name)` skips a test outside the pass that
+configures the service, and under CI fails (never skips) when a configured
+service is down.
 """
 from __future__ import annotations
 
@@ -31,15 +32,19 @@ def _address(url: str, default_port: int) -> tuple[str, int]:
 
 
 def require(name: str) -> None:
-    """Skip (or, with CI set, fail) unless the configured service answers."""
+    """Skip unless this run is configured for the service; fail if configured but down under CI.
+
+    A test that needs Redis or PostgreSQL runs in the services pass of `make test`
+    (DATABASE_URL / REDIS_URL set) and is skipped in the embedded pass. When the
+    service is configured but does not answer, CI fails rather than skipping.
+    """
     url = os.environ.get("DATABASE_URL" if name == "postgresql" else "REDIS_URL", "")
     if not url:
-        message = f"{name} is not configured for this run"
-    else:
-        host, port = _address(url, DEFAULT_PORTS[name])
-        if reachable(host, port):
-            return
-        message = f"{name} at {host}:{port} does not answer"
+        pytest.skip(f"{name} is not configured in this pass (it runs in the PostgreSQL/Redis pass)")
+    host, port = _address(url, DEFAULT_PORTS[name])
+    if reachable(host, port):
+        return
+    message = f"{name} at {host}:{port} does not answer"
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI requires it)")
     pytest.skip(message)

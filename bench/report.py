@@ -1,0 +1,152 @@
+"""The benchmark's Markdown report, and the "latest run" section of docs/benchmarks.md."""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+MARKER = "<!-- latest run: everything below this line is rewritten by `make bench` -->"
+
+# The targets from the issue.
+TTFT_OVERHEAD_MS = 2.0
+THROUGHPUT_RATIO = 0.90
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile, linearly interpolated (NaN for no values)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def machine() -> dict:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu, "cores": len(os.sched_getaffinity(0)), "ram_gib": mem_kib / 2**20,
+        "python": platform.python_version(), "kernel": platform.release(),
+        "versions": ", ".join(f"{p} {version(p)}" for p in ("litellm", "daphne", "channels", "Django", "websockets")),
+        "load_before": loadavg(),
+    }
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, gateway_requests: int,
+           conns: dict) -> str:
+    m = machine
+    lines = [
+        "## Latest run", "",
+        f"{m['date']} · {m['cpu']}, {m['cores']} cores, {m['ram_gib']:.1f} GiB RAM · Linux {m['kernel']} · "
+        f"Python {m['python']} · {m['versions']} · database {m['database']} · "
+        f"load average {m['load_before']} before, {m['load_after']} after · run took {m['duration_s']:.0f} s", "",
+        f"Mock LLM: first token after {mock.ttft_ms} ms, {mock.rate} tokens/s per stream, {mock.tokens} tokens "
+        f"per request. " + ", ".join(f"{s} stream{'s' if s > 1 else ''} × {n} sequential requests"
+                                      for s, n in levels) + ", after a warm-up of every path.", "",
+        "### Against the targets", "",
+        "| target | measured | result |", "| --- | --- | --- |",
+    ]
+    for s, _ in levels:
+        g, l = streams[("gateway", s)], streams[("litellm", s)]
+        over = g["ttft_p50"] - l["ttft_p50"]
+        lines.append(f"| TTFT overhead over direct litellm < {TTFT_OVERHEAD_MS:g} ms at p50, {s} stream(s) | "
+                     f"{_f(over)} ms (gateway {_f(g['ttft_p50'])} − litellm {_f(l['ttft_p50'])}) | "
+                     f"{_met(over < TTFT_OVERHEAD_MS)} |")
+    s_max = levels[-1][0]
+    g, l = streams[("gateway", s_max)], streams[("litellm", s_max)]
+    ratio = g["tokens_per_s"] / l["tokens_per_s"]
+    lines += [
+        f"| {s_max} streams: ≥ {THROUGHPUT_RATIO:.0%} of direct litellm's tokens/s | {ratio:.0%} "
+        f"({_f(g['tokens_per_s'], 0)} vs {_f(l['tokens_per_s'], 0)} tok/s) | {_met(ratio >= THROUGHPUT_RATIO)} |", "",
+        "### Gateway ÷ litellm", "",
+        "| | " + " | ".join(f"{s} stream{'s' if s > 1 else ''}" for s, _ in levels) + " |",
+        "| --- |" + " --- |" * len(levels),
+    ]
+    rows = {
+        "TTFT p50 ratio": lambda g, l: f"{g['ttft_p50'] / l['ttft_p50']:.2f}",
+        "TTFT p50 overhead (ms)": lambda g, l: _f(g["ttft_p50"] - l["ttft_p50"]),
+        "TTFT p99 overhead (ms)": lambda g, l: _f(g["ttft_p99"] - l["ttft_p99"]),
+        "tokens/s ratio": lambda g, l: f"{g['tokens_per_s'] / l['tokens_per_s']:.2f}",
+        "CPU ms per 1,000 tokens: gateway process ÷ litellm in-process": lambda g, l: (
+            f"{g['gateway_cpu_per_1k'] / l['bench_cpu_per_1k']:.2f}"),
+    }
+    for label, cell in rows.items():
+        lines.append(f"| {label} | " + " | ".join(cell(streams[("gateway", s)], streams[("litellm", s)])
+                                                 for s, _ in levels) + " |")
+    lines += [
+        "", "### Streaming, raw numbers", "",
+        "| path | streams | requests (errors) | TTFT p50 ms | TTFT p99 ms | tokens/s | "
+        "CPU ms / 1k tokens | mock CPU (cores) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s, _ in levels:
+        for p in paths:
+            r = streams[(p, s)]
+            cpu = (f"{_f(r['gateway_cpu_per_1k'], 0)} gateway (+{_f(r['bench_cpu_per_1k'], 0)} client)"
+                   if p == "gateway" else f"{_f(r['bench_cpu_per_1k'], 0)} in-process")
+            errors = f" ({r['errors']}: {r['first_error']})" if r["errors"] else " (0)"
+            lines.append(f"| {p} | {s} | {r['requests']}{errors} | {_f(r['ttft_p50'])} | {_f(r['ttft_p99'])} | "
+                         f"{_f(r['tokens_per_s'], 0)} | {cpu} | {r['mock_cores']:.2f} |")
+    short = sum(r["short"] for r in streams.values())
+    lines += [
+        "",
+        f"Usage records written by the gateway: {sum(usage.values())} for {gateway_requests} requests "
+        f"({', '.join(f'{k}: {v}' for k, v in sorted(usage.items()))})."
+        + (f" {short} requests received fewer than {mock.tokens} tokens." if short else ""),
+        "", "### Where the time to first token goes (p50, ms)", "",
+        "| path | streams | client → mock receives | in the mock (its ttft_ms + prompt count) | "
+        "mock's first chunk → client | TTFT |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for s, _ in levels:
+        for p in paths:
+            r = streams[(p, s)]
+            lines.append(f"| {p} | {s} | {_f(r['to_mock_p50'])} | {_f(r['in_mock_p50'])} | {_f(r['back_p50'])} | "
+                         f"{_f(r['ttft_p50'])} |")
+    c = conns
+    lines += [
+        "", "### Idle authenticated connections, one gateway process", "",
+        "| connections opened (failed) | held: answered a ping | open + auth time | gateway fds (limit) | "
+        "RSS before → with connections | KiB per connection | RSS after closing |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {c['opened']:,} of {c['attempted']:,} ({c['failed']}) | {c['held']:,} | {c['open_s']:.1f} s "
+        f"({c['opened'] / c['open_s']:,.0f}/s) | {c['fds_before']:,} → {c['fds_after']:,} ({c['fd_limit']:,}) | "
+        f"{c['rss_before_kib'] / 1024:,.1f} → {c['rss_after_kib'] / 1024:,.1f} MiB | {_f(c['kib_per_conn'])} | "
+        f"{c['rss_closed_kib'] / 1024:,.1f} MiB |",
+    ]
+    if c["first_failure"]:
+        lines += ["", f"First connection failure: `{c['first_failure']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(section: str) -> None:
+    """Replace everything after MARKER in docs/benchmarks.md (append the marker if missing)."""
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    head = text.split(MARKER, 1)[0].rstrip("\n")
+    DOCS.write_text(f"{head}\n\n{MARKER}\n\n{section}")

@@ -1,0 +1,239 @@
+"""The gateway's benchmark: ``python -m bench.run`` (``make bench``), one run, a few minutes.
+
+What it does, on loopback, with everything started fresh (mock LLM, SQLite stack, one daphne):
+
+1. Streams the same completion (mock: ``ttft_ms=20``, 200 tokens/s per stream, 100 tokens)
+   three ways, each warmed up first, at 1 stream (30 sequential requests) and at 50
+   concurrent streams (4 sequential requests each):
+   a. ``mock HTTP`` — aiohttp straight to the mock (the floor: no litellm, no gateway);
+   b. ``litellm`` — ``litellm.acompletion(stream=True)`` in this process, as the gateway calls it;
+   c. ``gateway`` — WebSocket to the daphne process: auth, routing, token counting, litellm,
+      frames, usage record written for every request.
+2. Idle authenticated WebSockets held by the one gateway process, and its memory per connection.
+
+How to read the numbers:
+
+- TTFT is measured by the client, from sending the request to receiving the first content
+  token; it includes the mock's own ``ttft_ms`` (20 ms), so compare paths, not absolutes.
+  "Overhead" is gateway p50 minus litellm p50 (what the gateway adds to calling litellm).
+- tokens/s is every content token received in a phase divided by the phase's wall time (the
+  first request sent to the last one finished). At 1 stream it is bounded by the mock's pace
+  (≈ 190 tok/s); at 50 streams the mock could send 10,000 tok/s, so the figure is the CPU
+  capacity of the path on this machine (litellm spends about a millisecond of CPU per chunk).
+- CPU ms per 1,000 tokens comes from /proc/<pid>/stat (user + system, all threads) read just
+  before and after the timed part: the gateway's own process for (c), this process for (a)
+  and (b) (the client, and for (b) litellm itself). The mock's CPU is given in cores so you
+  can check it was never the bottleneck.
+- "Where the time goes" lines the client's clock up with the mock's own records (same
+  machine): client → mock is everything before the upstream request arrives (for the
+  gateway: frame parsing, key, routing, prompt token counting, litellm's request set-up);
+  mock → client is the way back of the first chunk.
+- The machine is shared: the load average before and after is in the report; rerun before
+  trusting a small difference. Targets are reported as met or not met, never enforced.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from bench import report  # noqa: E402
+from bench.clients import (  # noqa: E402
+    MockSettings, PhaseResult, gateway_path, litellm_path, mock_http_path, mock_http_session,
+    open_authenticated, run_phase,
+)
+from tests.support.mockllm import MockLLMProcess  # noqa: E402
+from tests.support.stack import Stack  # noqa: E402
+
+MOCK = MockSettings(ttft_ms=20, rate=200, tokens=100)
+LEVELS = [(1, 30), (50, 4)]  # (concurrent streams, sequential requests per stream)
+PATHS = ["mock HTTP", "litellm", "gateway"]
+CONNECTIONS = 5000
+CONNECT_BATCH = 200  # connections opened at once (no SYN flood)
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit; the gateway subprocess inherits it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def open_files_limit(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise KeyError("Max open files")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+async def streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int) -> dict:
+    pids = {"mock": mock.proc.pid, "gateway": gateway_pid, "bench": os.getpid()}
+    results: dict[tuple[str, int], dict] = {}
+    async with mock_http_session() as session:
+        paths = {
+            "mock HTTP": mock_http_path(session, mock.api_base, MOCK),
+            "litellm": litellm_path(mock.api_base, MOCK),
+            "gateway": gateway_path(stack.url(), stack.api_key, MOCK),
+        }
+        for name, slot in paths.items():  # litellm's first call is slow; daphne's too
+            say(f"warming up {name}")
+            for streams, per_stream in ((1, 3), (10, 1)):
+                warm = await run_phase(slot, streams=streams, per_stream=per_stream, tag="warm", pids={})
+                if warm.errors:
+                    raise RuntimeError(f"{name} fails while warming up: {warm.samples[0].error}")
+        for streams, per_stream in LEVELS:
+            for name, slot in paths.items():
+                mock.clear()
+                phase = await run_phase(slot, streams=streams, per_stream=per_stream,
+                                        tag=f"{name.split()[0]}{streams}", pids=pids)
+                results[(name, streams)] = summarize(phase, mock.events())
+                r = results[(name, streams)]
+                say(f"{name:9} {streams:2} streams: TTFT p50 {r['ttft_p50']:.1f} ms, p99 {r['ttft_p99']:.1f} ms, "
+                    f"{r['tokens_per_s']:.0f} tok/s, {r['errors']} errors, mock {r['mock_cores']:.2f} cores")
+    return results
+
+
+def summarize(phase: PhaseResult, mock_events: list[dict]) -> dict:
+    ok = phase.ok
+    by_tag = {e["tag"]: e for e in mock_events if e.get("tag")}
+    to_mock, in_mock, back = [], [], []
+    for s in ok:
+        e = by_tag.get(s.tag)
+        if e and e.get("received_at") and e.get("first_chunk_at"):
+            to_mock.append(e["received_at"] - s.sent_at)
+            in_mock.append(e["first_chunk_at"] - e["received_at"])
+            back.append(s.first_at - e["first_chunk_at"])
+    tokens = phase.tokens
+    per_1k = lambda seconds: seconds * 1e6 / tokens if tokens else float("nan")  # noqa: E731
+    return {
+        "requests": len(phase.samples), "errors": phase.errors,
+        "first_error": next((s.error for s in phase.samples if s.error), None),
+        "short": sum(1 for s in ok if s.tokens != MOCK.tokens),
+        "ttft_p50": report.pct([s.ttft for s in ok], 50) * 1000,
+        "ttft_p99": report.pct([s.ttft for s in ok], 99) * 1000,
+        "tokens": tokens, "wall": phase.wall, "tokens_per_s": phase.tokens_per_s,
+        "mock_cores": phase.cpu["mock"] / phase.wall,
+        "bench_cpu_per_1k": per_1k(phase.cpu["bench"]), "gateway_cpu_per_1k": per_1k(phase.cpu["gateway"]),
+        "to_mock_p50": report.pct(to_mock, 50) * 1000, "in_mock_p50": report.pct(in_mock, 50) * 1000,
+        "back_p50": report.pct(back, 50) * 1000,
+    }
+
+
+# --- idle connections -----------------------------------------------------------------------
+
+async def idle_connections(url: str, key: str, pid: int, wanted: int) -> dict:
+    limit = open_files_limit(pid)
+    count = min(wanted, limit - 200, raise_fd_limit() - 200)
+    rss0, fds0 = proc_status_kib(pid, "VmRSS"), fd_count(pid)
+    say(f"opening {count} authenticated connections ({CONNECT_BATCH} at a time); gateway fd limit {limit}")
+    conns, failures = [], []
+    t0 = time.perf_counter()
+    for start in range(0, count, CONNECT_BATCH):
+        batch = await asyncio.gather(*(open_authenticated(url, key) for _ in range(min(CONNECT_BATCH, count - start))),
+                                     return_exceptions=True)
+        for item in batch:
+            (failures if isinstance(item, BaseException) else conns).append(item)
+    open_s = time.perf_counter() - t0
+    await asyncio.sleep(2)
+    rss1, fds1 = proc_status_kib(pid, "VmRSS"), fd_count(pid)
+
+    async def answers_ping(ws) -> bool:
+        try:
+            await ws.send('{"type":"ping"}')
+            return json.loads(await asyncio.wait_for(ws.recv(), 60)).get("type") == "pong"
+        except Exception:  # noqa: BLE001
+            return False
+
+    held = sum(await asyncio.gather(*(answers_ping(ws) for ws in conns)))
+    say(f"{held} connections answered a ping; closing them")
+    for start in range(0, len(conns), 500):
+        await asyncio.gather(*(ws.close() for ws in conns[start:start + 500]), return_exceptions=True)
+    await asyncio.sleep(2)
+    return {
+        "attempted": count, "opened": len(conns), "held": held, "failed": len(failures),
+        "first_failure": f"{type(failures[0]).__name__}: {failures[0]}"[:200] if failures else None,
+        "open_s": open_s, "fd_limit": limit, "fds_before": fds0, "fds_after": fds1,
+        "rss_before_kib": rss0, "rss_after_kib": rss1, "rss_closed_kib": proc_status_kib(pid, "VmRSS"),
+        "kib_per_conn": (rss1 - rss0) / len(conns) if conns else float("nan"),
+    }
+
+
+# --- the run --------------------------------------------------------------------------------
+
+def usage_records(stack: Stack, expected: int) -> dict[str, int]:
+    deadline = time.monotonic() + 15
+    while True:
+        rows = dict(stack.query("SELECT status, COUNT(*) FROM billing_usagerecord GROUP BY status"))
+        if sum(rows.values()) >= expected or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=CONNECTIONS, help="idle connections to open")
+    parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args(argv)
+
+    raise_fd_limit()  # before the gateway starts: it inherits the limit
+    machine = report.machine()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="openclaw-bench-") as tmp:
+        os.environ["OPENCLAW_DATA_DIR"] = tmp  # before Django settings are first read
+        say("starting the mock LLM and the gateway")
+        with MockLLMProcess(rate=MOCK.rate, ttft_ms=MOCK.ttft_ms, default_tokens=MOCK.tokens) as mock:
+            stack = Stack(Path(tmp), mock_api_base=mock.api_base, name="bench")
+            try:
+                stack.prepare()
+                stack.start_gateway()
+                gateway_pid = stack.processes[0][1].pid
+                stream_results = asyncio.run(streaming(mock, stack, gateway_pid))
+                gateway_requests = 3 + 10 + sum(s * n for s, n in LEVELS)
+                usage = usage_records(stack, gateway_requests)
+                conn_results = asyncio.run(idle_connections(stack.url(), stack.api_key, gateway_pid, args.connections))
+            finally:
+                stack.stop()
+    machine["load_after"] = report.loadavg()
+    machine["database"] = "PostgreSQL" if stack.pg_url else "SQLite"
+    machine["duration_s"] = time.monotonic() - started
+    text = report.render(machine=machine, mock=MOCK, levels=LEVELS, paths=PATHS, streams=stream_results,
+                         usage=usage, gateway_requests=gateway_requests, conns=conn_results)
+    print(text)
+    if not args.no_docs:
+        report.write_docs(text)
+        say("wrote docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Writing usage records off the token path.
+
+A request hands its finished `UsageDraft` to `usage_recorder.submit()` (no
+await, so cancellation cannot lose it). One task per event loop drains the
+queue in batches on a dedicated thread, so a slow database never delays a
+token frame or another consumer's database work (Channels' thread-sensitive
+executor is not used). A failed write is retried with backoff; nothing is
+dropped while the process lives, and shutdown flushes the queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import close_old_connections
+
+from billing.services import UsageDraft, usage_records_write
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+RETRY_DELAYS = (0.1, 0.5, 1, 2, 5)
+
+
+class UsageRecorder:
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[UsageDraft] | None = None
+        self._task: asyncio.Task | None = None
+        self._idle: asyncio.Event | None = None
+
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._queue = asyncio.Queue()
+            self._idle = asyncio.Event()
+            self._idle.set()
+            self._task = loop.create_task(self._run(), name="usage-recorder")
+
+    def submit(self, draft: UsageDraft) -> None:
+        self._bind()
+        self._idle.clear()
+        self._queue.put_nowait(draft)
+
+    async def flush(self, timeout: float = 30) -> bool:
+        """Wait until every submitted record is written. False on timeout."""
+        if self._loop is not asyncio.get_running_loop():
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            log.error("usage recorder: %d records still unwritten after %ss", self._queue.qsize(), timeout)
+            return False
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < BATCH_SIZE and not queue.empty():
+                batch.append(queue.get_nowait())
+            await self._write(batch)
+            if queue.empty():
+                self._idle.set()
+
+    async def _write(self, batch: list[UsageDraft]) -> None:
+        loop = asyncio.get_running_loop()
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            try:
+                await loop.run_in_executor(self._executor, _write_batch, batch)
+                return
+            except Exception:
+                if delay is None:
+                    # Still keep them: put the batch back and keep trying, slowly.
+                    log.exception("usage recorder: %d records not written yet; retrying", len(batch))
+                    await asyncio.sleep(RETRY_DELAYS[-1])
+                    return await self._write(batch)
+                log.warning("usage recorder: write failed (attempt %d), retrying", attempt + 1, exc_info=True)
+                await asyncio.sleep(delay)
+
+
+def _write_batch(batch: list[UsageDraft]) -> None:
+    close_old_connections()
+    usage_records_write(batch)
+
+
+usage_recorder = UsageRecorder()
