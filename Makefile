@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/openclaw
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/7
 
-.PHONY: run test test-embedded test-services lock clean
+.PHONY: run test test-embedded test-services bench lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is required"'
@@ -33,6 +33,9 @@ test-services: $(STAMP)
 	else \
 		echo "PostgreSQL or Redis not reachable: skipping the services pass (CI=1 makes it required)"; \
 	fi
+
+bench: $(STAMP)
+	$(PY) -m bench.run
 
 # Recompile the pinned, hashed requirement files after editing the .in files.
 lock: $(STAMP)

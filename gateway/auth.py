@@ -7,9 +7,11 @@ close 4401), because a rejection before accept() reaches the client as an HTTP
 """
 from __future__ import annotations
 
+import time
+
 from channels.db import database_sync_to_async
 
-from tenants.access import AuthenticationFailed, KeyPrincipal, authenticate_api_key
+from tenants.access import AuthenticationFailed, KeyPrincipal, api_key_access_problem, authenticate_api_key
 
 SCOPE_PRINCIPAL = "gateway_principal"
 SCOPE_AUTH_FAILURE = "gateway_auth_failure"
@@ -18,6 +20,25 @@ SCOPE_AUTH_FAILURE = "gateway_auth_failure"
 @database_sync_to_async
 def authenticate(raw_token: object, *, source: str) -> KeyPrincipal:
     return authenticate_api_key(raw_token, source=source)
+
+
+# A key revoked (or an org suspended) by any means, even a raw UPDATE from a
+# shell that sends no broadcast, stops being served within this many seconds.
+RECHECK_SECONDS = 1.0
+_recheck_cache: dict[int, tuple[float, str]] = {}
+
+
+async def recheck_principal(principal: KeyPrincipal) -> str:
+    """Why this connection's key may no longer be used, or "" — cached per key for RECHECK_SECONDS."""
+    now = time.monotonic()
+    cached = _recheck_cache.get(principal.key_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    problem = await database_sync_to_async(api_key_access_problem)(principal.key_id)
+    if len(_recheck_cache) > 10_000:
+        _recheck_cache.clear()
+    _recheck_cache[principal.key_id] = (now + RECHECK_SECONDS, problem)
+    return problem
 
 
 def _bearer_token(scope) -> str | None:

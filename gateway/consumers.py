@@ -11,9 +11,11 @@ import logging
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from gateway import protocol
-from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_PRINCIPAL, authenticate
+from gateway import lifecycle, protocol
+from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_PRINCIPAL, authenticate, recheck_principal
+from gateway.control import key_group, org_group
 from gateway.generation import RequestState, serve_request
+from gateway.presence import presence
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
 from tenants.access import AuthenticationFailed, KeyPrincipal
 
@@ -29,8 +31,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.closed = False
         self.auth_timer: asyncio.Task | None = None
         self.request_counter = 0
+        self.presence_token: str | None = None
+        self.groups_joined: list[str] = []
         await self.accept()
-        if self.scope.get(SCOPE_AUTH_FAILURE):
+        lifecycle.register(self)
+        if lifecycle.draining:
+            await self.send_frame(protocol.error_frame(
+                ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect", retryable=True))
+            await self.close_with(CloseCode.GOING_AWAY)
+        elif self.scope.get(SCOPE_AUTH_FAILURE):
             await self.reject_auth(self.scope[SCOPE_AUTH_FAILURE])
         elif self.scope.get(SCOPE_PRINCIPAL):
             await self.authenticated(self.scope[SCOPE_PRINCIPAL])
@@ -39,17 +48,25 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code) -> None:
         self.closed = True
+        lifecycle.unregister(self)
         if self.auth_timer:
             self.auth_timer.cancel()
+        # Each task closes its upstream stream and hands its usage record over.
+        await self.stop_requests("client_gone")
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if self.presence_token:
+            await presence().release(self.principal.key_public_id, self.presence_token)
+
+    async def stop_requests(self, reason: str, timeout: float = 5) -> None:
         tasks = []
         for state in list(self.requests.values()):
             if state.task and not state.task.done():
-                state.stop_reason = state.stop_reason or "client_gone"
+                state.stop_reason = state.stop_reason or reason
                 state.task.cancel()
                 tasks.append(state.task)
         if tasks:
-            # Each task closes its upstream stream and writes its usage record.
-            await asyncio.wait(tasks, timeout=5)
+            await asyncio.wait(tasks, timeout=timeout)
 
     # --- frames in -------------------------------------------------------------------
 
@@ -94,6 +111,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def on_llm_request(self, frame: protocol.LlmRequestFrame) -> None:
         request_id = frame.request_id or self.new_request_id()
+        if lifecycle.draining:
+            raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect",
+                               request_id=request_id, retryable=True, retry_after_ms=1000)
+        problem = await recheck_principal(self.principal)
+        if problem:
+            await self.send_frame(protocol.error_frame(ErrorCode.UNAUTHORIZED, f"access revoked: {problem}",
+                                                       request_id=request_id))
+            await self.revoke_access(problem)
+            return
         if request_id in self.requests:
             raise GatewayError(ErrorCode.CONFLICT, f"request {request_id!r} is already in flight", request_id=request_id)
         if len(self.requests) >= self.limits["MAX_IN_FLIGHT"]:
@@ -122,18 +148,52 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         return f"req-{self.request_counter}"
 
     async def authenticated(self, principal: KeyPrincipal) -> None:
-        self.principal = principal
         if self.auth_timer:
             self.auth_timer.cancel()
+        limit = self.limits["MAX_CONNECTIONS_PER_KEY"]
+        self.presence_token = await presence().acquire(principal.key_public_id, limit)
+        if self.presence_token is None:
+            await self.send_frame(protocol.error_frame(
+                ErrorCode.RATE_LIMITED, f"this API key already has {limit} open connections",
+                retryable=True, retry_after_ms=5000))
+            await self.close_with(CloseCode.TOO_MANY_CONNECTIONS)
+            return
+        self.principal = principal
+        if self.channel_layer is not None:
+            # Control messages (revocation, suspension) reach this socket from any process.
+            for group in (key_group(principal.key_public_id), org_group(principal.org_public_id)):
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.groups_joined.append(group)
         await self.send_frame(protocol.auth_ok_frame(
             org=principal.org_slug, key_prefix=principal.key_prefix,
             limits={
                 "max_message_bytes": self.limits["MAX_MESSAGE_BYTES"],
                 "max_in_flight": self.limits["MAX_IN_FLIGHT"],
+                "max_connections_per_key": self.limits["MAX_CONNECTIONS_PER_KEY"],
                 "heartbeat_seconds": self.limits["HEARTBEAT_SECONDS"],
                 "auth_timeout_seconds": self.limits["AUTH_TIMEOUT_SECONDS"],
             },
         ))
+
+    async def gateway_access_revoked(self, event: dict) -> None:
+        """Channel-layer control message: this key was revoked or its org suspended."""
+        await self.revoke_access(event.get("reason", "access revoked"))
+
+    async def revoke_access(self, reason: str) -> None:
+        if self.closed:
+            return
+        await self.stop_requests("revoked")
+        await self.send_frame(protocol.error_frame(ErrorCode.UNAUTHORIZED, f"access revoked: {reason}"))
+        await self.close_with(CloseCode.AUTH_FAILED)
+
+    async def shut_down(self, deadline: float) -> None:
+        """Server shutdown: let in-flight requests finish until `deadline` (monotonic), then close 1001."""
+        loop = asyncio.get_running_loop()
+        tasks = [s.task for s in self.requests.values() if s.task and not s.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+        await self.stop_requests("shutdown", timeout=2)
+        await self.close_with(CloseCode.GOING_AWAY)
 
     async def reject_auth(self, reason: str) -> None:
         await self.send_frame(protocol.error_frame(ErrorCode.UNAUTHORIZED, f"authentication failed: {reason}"))

@@ -104,6 +104,8 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         async with UpstreamStream(call) as stream:
             seq = 0
             async for text in stream.deltas():
+                if state.stop_reason:
+                    raise asyncio.CancelledError  # stop was asked for; do not depend on the cancel landing
                 if not started:
                     # Sent with the first token, not before: until then the
                     # request can still fail over without the client noticing.
@@ -129,13 +131,22 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         await send(_end_frame(draft, request_id))
     except asyncio.CancelledError:
         reason = state.stop_reason or "client_gone"
-        draft.status = Status.CANCELLED if reason == "cancelled" else Status.CLIENT_GONE
+        draft.status = Status.CLIENT_GONE if reason == "client_gone" else Status.CANCELLED
         draft.finish_reason = "cancelled"
         _settle_after_failure(draft, model, text_parts)
         draft.total_ms = _ms(t0)
-        if reason == "cancelled":
-            with _quietly():
+        with _quietly():
+            if reason == "cancelled":
                 await send(_end_frame(draft, request_id))
+            elif reason == "revoked":
+                draft.error_code = int(ErrorCode.UNAUTHORIZED)
+                await send(protocol.error_frame(ErrorCode.UNAUTHORIZED, "request stopped: access revoked",
+                                                request_id=request_id))
+            elif reason == "shutdown":
+                draft.error_code = int(ErrorCode.NO_HEALTHY_DEPLOYMENT)
+                await send(protocol.error_frame(
+                    ErrorCode.NO_HEALTHY_DEPLOYMENT, "request stopped: this server is shutting down",
+                    request_id=request_id, retryable=True))
         raise
     except GatewayError as exc:
         draft.status, draft.error_code = Status.REJECTED, int(exc.code)

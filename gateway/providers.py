@@ -106,9 +106,11 @@ class UpstreamStream:
         target = self.call.target
         self._deadline = time.monotonic() + target.total_timeout_s
         try:
-            self._response = await asyncio.wait_for(
-                litellm.acompletion(**self.call.litellm_kwargs()), timeout=self._budget(target.first_token_timeout_s)
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancel that lands as the awaited call completes, and a lost cancel
+            # means a stream nobody reads keeps running upstream.
+            async with asyncio.timeout(self._budget(target.first_token_timeout_s)):
+                self._response = await litellm.acompletion(**self.call.litellm_kwargs())
         except BaseException as exc:
             raise _translate(exc, target) from None
         return self
@@ -134,7 +136,8 @@ class UpstreamStream:
         while True:
             timeout = self._budget(target.first_token_timeout_s if first else target.idle_timeout_s)
             try:
-                chunk = await asyncio.wait_for(iterator.__anext__(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    chunk = await iterator.__anext__()
             except StopAsyncIteration:
                 if not _provider_reported_usage(self._response):
                     # litellm estimates usage when the provider sent none; the

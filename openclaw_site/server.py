@@ -1,16 +1,25 @@
-"""`python -m openclaw_site.server`: daphne, with a graceful end to the closing handshake.
+"""`python -m openclaw_site.server`: daphne, with two adaptations for the gateway.
 
-autobahn (daphne's WebSocket engine) answers a completed closing handshake by
-aborting the TCP connection (RST). Browsers then report the close as not clean
-(`wasClean: false`) even though both close frames were exchanged — and the
-article's client reconnects every 3 seconds after any unclean close, so a
-revoked key would retry forever. After a clean handshake this server closes
-the TCP connection normally; every other drop still aborts.
+1. A graceful end to the closing handshake. autobahn (daphne's WebSocket
+   engine) answers a completed closing handshake by aborting the TCP
+   connection (RST). Browsers then report the close as not clean
+   (`wasClean: false`) although both close frames were exchanged — and the
+   article's client reconnects every 3 seconds after any unclean close, so a
+   revoked key would retry forever. After a clean handshake this server
+   closes the TCP connection normally; every other drop still aborts.
+2. A drain on shutdown. Before daphne cancels every application on SIGTERM,
+   `gateway.lifecycle.drain` lets in-flight streams finish (up to
+   OPENCLAW_SHUTDOWN_DRAIN_SECONDS), closes sockets with 1001 and flushes
+   usage records.
 """
 from __future__ import annotations
 
+import asyncio
+
 import daphne.ws_protocol
 from daphne.cli import CommandLineInterface
+from daphne.server import Server
+from twisted.internet import defer
 
 
 class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
@@ -18,9 +27,25 @@ class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
         super().dropConnection(abort=abort and not self.wasClean)
 
 
+class DrainingServer(Server):
+    @defer.inlineCallbacks
+    def kill_all_applications(self):
+        from gateway.lifecycle import drain  # Django is set up once the application is loaded
+
+        try:
+            yield defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
+        except Exception:  # never block shutdown on the drain
+            pass
+        yield super().kill_all_applications()
+
+
+class GatewayCommandLine(CommandLineInterface):
+    server_class = DrainingServer
+
+
 def main() -> None:
     daphne.ws_protocol.WebSocketFactory.protocol = GracefulWebSocketProtocol
-    CommandLineInterface.entrypoint()
+    GatewayCommandLine.entrypoint()
 
 
 if __name__ == "__main__":

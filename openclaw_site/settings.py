@@ -150,7 +150,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Group membership outlives daphne's longest connection: sockets are
+            # never closed for age, and revocation broadcasts go to groups.
+            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": 30 * 86400},
         }
     }
 else:
@@ -176,6 +178,9 @@ GATEWAY = {
     # Advertised in auth_ok and enforced.
     "MAX_MESSAGE_BYTES": env_int("OPENCLAW_MAX_MESSAGE_BYTES", 256 * 1024, minimum=1024),
     "MAX_IN_FLIGHT": env_int("OPENCLAW_MAX_IN_FLIGHT", 8, minimum=1),
+    "MAX_CONNECTIONS_PER_KEY": env_int("OPENCLAW_MAX_CONNECTIONS_PER_KEY", 100, minimum=1),
+    # SIGTERM: stop taking requests, let in-flight ones finish up to this long, close 1001.
+    "SHUTDOWN_DRAIN_SECONDS": env_int("OPENCLAW_SHUTDOWN_DRAIN_SECONDS", 10, minimum=0),
     "AUTH_TIMEOUT_SECONDS": env_int("OPENCLAW_AUTH_TIMEOUT_SECONDS", 10, minimum=1),
     "HEARTBEAT_SECONDS": env_int("OPENCLAW_HEARTBEAT_SECONDS", 20, minimum=1),
     # Used when a request names no max_tokens; always clamped by the deployment.

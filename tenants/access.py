@@ -62,14 +62,8 @@ def authenticate_api_key(raw: object, *, source: str = "websocket") -> KeyPrinci
         _record_failure(api_key.org if api_key else None, "unknown key", display_prefix(parsed.lookup), source)
         raise AuthenticationFailed("unknown key")
     now = timezone.now()
-    if api_key.revoked_at is not None:
-        reason = "key revoked"
-    elif api_key.expires_at is not None and api_key.expires_at <= now:
-        reason = "key expired"
-    elif not api_key.org.is_active:
-        reason = "organization suspended"
-    else:
-        reason = ""
+    reason = _access_problem(revoked_at=api_key.revoked_at, expires_at=api_key.expires_at,
+                             org_status=api_key.org.status, now=now)
     if reason:
         _record_failure(api_key.org, reason, api_key.display, source)
         raise AuthenticationFailed(reason)
@@ -88,6 +82,25 @@ def authenticate_api_key(raw: object, *, source: str = "websocket") -> KeyPrinci
         max_tokens_per_request=api_key.max_tokens_per_request,
         store_prompts=org.store_prompts,
     )
+
+
+def _access_problem(*, revoked_at, expires_at, org_status, now) -> str:
+    if revoked_at is not None:
+        return "key revoked"
+    if expires_at is not None and expires_at <= now:
+        return "key expired"
+    if org_status != Organization.Status.ACTIVE:
+        return "organization suspended"
+    return ""
+
+
+def api_key_access_problem(key_id: int) -> str:
+    """Why an already authenticated key may no longer be used ("" if it still may)."""
+    row = ApiKey.objects.filter(pk=key_id).values("revoked_at", "expires_at", "org__status").first()
+    if row is None:
+        return "key deleted"
+    return _access_problem(revoked_at=row["revoked_at"], expires_at=row["expires_at"],
+                           org_status=row["org__status"], now=timezone.now())
 
 
 def _record_failure(org: Organization | None, reason: str, key_display: str | None, source: str) -> None:

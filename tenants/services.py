@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from gateway.control import broadcast_access_revoked, key_group, org_group
 from tenants.audit import record_event
 from tenants.keys import generate_key
 from tenants.models import ApiKey, AuditEvent, Membership, Organization
@@ -39,6 +40,9 @@ def org_set_status(*, org: Organization, status: str, actor: str = "system") -> 
             org=org, actor_type=Actor.SYSTEM, actor=actor, action=f"org.{status}",
             target_type="organization", target_id=str(org.public_id),
         )
+        if status != Organization.Status.ACTIVE:
+            group = org_group(str(org.public_id))
+            transaction.on_commit(lambda: broadcast_access_revoked(group, "organization suspended"))
     return org
 
 
@@ -97,4 +101,6 @@ def api_key_revoke(*, api_key: ApiKey, actor_type: str = Actor.SYSTEM, actor: st
                 org=api_key.org, actor_type=actor_type, actor=actor, action="api_key.revoke",
                 target_type="api_key", target_id=str(api_key.public_id), data={"key": api_key.display},
             )
+            group = key_group(str(api_key.public_id))
+            transaction.on_commit(lambda: broadcast_access_revoked(group, "API key revoked"))
     return api_key

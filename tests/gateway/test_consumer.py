@@ -461,7 +461,10 @@ async def test_a_slow_usage_write_never_delays_another_stream(issued_key, deploy
             if frame["type"] == "llm_response_end":
                 break
     gaps = [b - a for a, b in zip(arrivals[1:], arrivals[2:])]
-    assert max(gaps) < 0.1, f"largest gap between tokens {max(gaps):.3f}s"
+    # Tokens come every 20 ms; a write on the token path would open a 2 s gap.
+    # The bound leaves room for a loaded, shared machine (the benchmark, not
+    # this test, measures the gateway's own latency).
+    assert max(gaps) < 0.5, f"largest gap between tokens {max(gaps):.3f}s"
     await comm.disconnect()
     assert await usage_recorder.flush(timeout=30)
     ids = ["long"] + [f"short{i}" for i in range(5)]

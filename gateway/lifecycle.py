@@ -1,0 +1,47 @@
+"""The gateway process's lifecycle: live connections and a graceful drain on shutdown.
+
+On SIGTERM (`openclaw_site/server.py`), the server calls `drain()` before
+daphne cancels its applications: new requests are refused (503, retryable),
+in-flight streams may finish until the deadline, the rest are stopped and
+billed, every socket is closed with 1001 (client should reconnect), and the
+usage recorder is flushed, so no record is lost.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+
+from django.conf import settings
+
+from billing.recorder import usage_recorder
+
+log = logging.getLogger(__name__)
+
+draining = False
+_consumers: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def register(consumer) -> None:
+    _consumers.add(consumer)
+
+
+def unregister(consumer) -> None:
+    _consumers.discard(consumer)
+
+
+def connection_count() -> int:
+    return len(_consumers)
+
+
+async def drain(seconds: float | None = None) -> None:
+    global draining
+    draining = True
+    seconds = settings.GATEWAY["SHUTDOWN_DRAIN_SECONDS"] if seconds is None else seconds
+    consumers = list(_consumers)
+    log.info("draining %d connections for up to %ss", len(consumers), seconds)
+    deadline = asyncio.get_running_loop().time() + seconds
+    if consumers:
+        await asyncio.gather(*(c.shut_down(deadline) for c in consumers), return_exceptions=True)
+    if not await usage_recorder.flush(timeout=15):
+        log.error("shutdown: some usage records could not be written")
