@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             stack = Stack(Path(tmp), mock_api_base=mock.api_base, name="bench")
             try:
                 stack.prepare()
-                stack.start_gateway()
+                # One key opens every connection: lift the per-key cap (an operator setting)
+                # so the process's own capacity is what gets measured.
+                stack.start_gateway(OPENCLAW_MAX_CONNECTIONS_PER_KEY=str(args.connections + 100))
                 gateway_pid = stack.processes[0][1].pid
                 stream_results = asyncio.run(streaming(mock, stack, gateway_pid))
                 gateway_requests = 3 + 10 + sum(s * n for s, n in LEVELS)

@@ -42,6 +42,15 @@ async def drain(seconds: float | None = None) -> None:
     log.info("draining %d connections for up to %ss", len(consumers), seconds)
     deadline = asyncio.get_running_loop().time() + seconds
     if consumers:
-        await asyncio.gather(*(c.shut_down(deadline) for c in consumers), return_exceptions=True)
+        results = await asyncio.gather(*(c.shut_down(deadline) for c in consumers), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("shutdown of a connection failed", exc_info=result)
+    # Give the closing handshakes a moment to complete before the server stops,
+    # so clients get a clean 1001 rather than a dropped connection.
+    for _ in range(40):
+        if not _consumers:
+            break
+        await asyncio.sleep(0.05)
     if not await usage_recorder.flush(timeout=15):
         log.error("shutdown: some usage records could not be written")

@@ -1,4 +1,4 @@
-"""`python -m openclaw_site.server`: daphne, with two adaptations for the gateway.
+"""`python -m openclaw_site.server`: daphne, with three adaptations for the gateway.
 
 1. A graceful end to the closing handshake. autobahn (daphne's WebSocket
    engine) answers a completed closing handshake by aborting the TCP
@@ -11,6 +11,8 @@
    `gateway.lifecycle.drain` lets in-flight streams finish (up to
    OPENCLAW_SHUTDOWN_DRAIN_SECONDS), closes sockets with 1001 and flushes
    usage records.
+3. Close code 1001 ("going away") for that shutdown, which autobahn's public
+   close call refuses.
 """
 from __future__ import annotations
 
@@ -25,6 +27,14 @@ from twisted.internet import defer
 class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
     def dropConnection(self, abort: bool = False) -> None:  # noqa: N802 (autobahn's name)
         super().dropConnection(abort=abort and not self.wasClean)
+
+    def serverClose(self, code=None) -> None:  # noqa: N802 (daphne's name)
+        # autobahn's public sendClose only takes 1000 and 3000-4999; "going away"
+        # (1001, shutdown) is a protocol-level code a server may send.
+        if code == 1001:
+            self.sendCloseFrame(code=code)
+        else:
+            super().serverClose(code)
 
 
 class DrainingServer(Server):

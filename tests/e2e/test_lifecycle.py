@@ -1,0 +1,73 @@
+"""Across processes and over real sockets: revocation in every process, graceful shutdown."""
+import asyncio
+import signal
+import time
+
+import pytest
+import websockets
+
+from tests.support.frames import collect, next_frame, send_frame
+from tests.support.services import require
+
+pytestmark = pytest.mark.e2e
+
+
+async def authed_socket(url, key):
+    ws = await websockets.connect(url)
+    await send_frame(ws, {"type": "auth", "token": key})
+    assert (await next_frame(ws))["type"] == "auth_ok"
+    return ws
+
+
+async def wait_closed(ws, timeout=5):
+    frames = []
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            frames.append(await asyncio.wait_for(ws.recv(), timeout))
+    return frames, closed.value.rcvd.code if closed.value.rcvd else None
+
+
+async def test_revoking_a_key_closes_its_sockets_in_every_gateway_process(stack):
+    require("redis")  # processes share the channel layer through Redis
+    second_port = stack.start_gateway()
+    key = (await asyncio.to_thread(stack.manage, "create_api_key", "--org", "demo", "--name", "two procs")).strip()
+    first = await authed_socket(stack.url(), key)
+    second = await authed_socket(stack.url(second_port), key)
+    started = time.monotonic()
+    await asyncio.to_thread(stack.manage, "revoke_api_key", key[:14])
+    revoke_done = time.monotonic()
+    for ws in (first, second):
+        _frames, code = await wait_closed(ws)
+        assert code == 4401
+    # Within a second of the revocation being committed (manage.py's own start-up excluded).
+    assert time.monotonic() - revoke_done < 1.0, time.monotonic() - started
+
+
+async def test_sigterm_drains_streams_closes_1001_and_loses_no_usage(stack):
+    port = stack.start_gateway(OPENCLAW_SHUTDOWN_DRAIN_SECONDS="5")
+    process = dict(stack.processes)[f"gateway:{port}"]
+    ws = await authed_socket(stack.url(port), stack.api_key)
+    await send_frame(ws, {"type": "llm_request", "request_id": "drain-short", "model": "gpt-4-turbo",
+                          "prompt": "short [[mock tokens=40 rate=40 ttft_ms=0]]"})
+    await send_frame(ws, {"type": "llm_request", "request_id": "drain-long", "model": "gpt-4-turbo",
+                          "prompt": "long [[mock tokens=5000 rate=40 ttft_ms=0]]"})
+    while (await next_frame(ws))["type"] != "llm_token":
+        pass
+    process.send_signal(signal.SIGTERM)
+    frames = []
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            frames.append(await next_frame(ws, timeout=15))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, (frames[-3:], stack.log(port)[-3000:])
+    by_id = {}
+    for frame in frames:
+        by_id.setdefault(frame.get("request_id"), []).append(frame)
+    # The short stream finished within the drain window; the long one was stopped and told why.
+    assert by_id["drain-short"][-1]["type"] == "llm_response_end"
+    assert by_id["drain-short"][-1]["finish_reason"] == "stop"
+    assert by_id["drain-long"][-1]["type"] == "error" and by_id["drain-long"][-1]["code"] == 503
+    assert process.wait(timeout=30) is not None
+    rows = stack.query("SELECT client_request_id, status, completion_tokens FROM billing_usagerecord "
+                       "WHERE client_request_id IN ('drain-short', 'drain-long') ORDER BY client_request_id")
+    assert [(r[0], r[1]) for r in rows] == [("drain-long", "cancelled"), ("drain-short", "completed")]
+    assert rows[0][2] > 0

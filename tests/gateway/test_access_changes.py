@@ -1,0 +1,92 @@
+"""Revocation, suspension and connection limits take effect on open sockets."""
+import asyncio
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from openclaw_site.asgi import application
+from tenants.models import ApiKey, Organization
+from tenants.services import api_key_revoke, org_set_status
+from tests.gateway.test_consumer import authed, usage_of
+from tests.support.frames import next_frame, send_frame
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def deployment(make_deployment):
+    return make_deployment("mock-fast")
+
+
+async def start_long_request(comm, request_id="long"):
+    await send_frame(comm, {"type": "llm_request", "request_id": request_id, "model": "mock-fast",
+                            "prompt": "x [[mock tokens=2000 rate=50]]"})
+    while (await next_frame(comm))["type"] != "llm_token":
+        pass
+
+
+async def read_until_close(comm, timeout=3):
+    frames = []
+    while True:
+        output = await comm.receive_output(timeout=timeout)
+        if output["type"] == "websocket.close":
+            return frames, output["code"]
+        import json
+
+        frames.append(json.loads(output["text"]))
+
+
+async def test_revoking_a_key_stops_its_requests_and_closes_its_sockets(issued_key, deployment):
+    comm = await authed(issued_key)
+    await start_long_request(comm)
+    revoked_at = time.monotonic()
+    await sync_to_async(api_key_revoke)(api_key=issued_key.api_key)
+    frames, code = await read_until_close(comm)
+    assert code == 4401 and time.monotonic() - revoked_at < 1
+    errors = [f for f in frames if f["type"] == "error"]
+    assert errors[0]["request_id"] == "long" and errors[0]["code"] == 401
+    assert errors[-1]["code"] == 401 and "revoked" in errors[-1]["message"]
+    record = await usage_of("long")
+    assert record.status == "cancelled" and record.error_code == 401 and record.completion_tokens > 0
+
+
+async def test_suspending_an_org_closes_its_sockets(issued_key, deployment, org):
+    comm = await authed(issued_key)
+    await sync_to_async(org_set_status)(org=org, status=Organization.Status.SUSPENDED)
+    frames, code = await read_until_close(comm)
+    assert code == 4401 and "suspended" in frames[-1]["message"]
+
+
+async def test_a_revocation_made_from_a_shell_is_seen_within_a_second(issued_key, deployment):
+    comm = await authed(issued_key)
+    # A raw UPDATE: no service, no broadcast. The per-request re-check catches it.
+    from django.utils import timezone
+
+    await ApiKey.objects.filter(pk=issued_key.api_key.pk).aupdate(revoked_at=timezone.now())
+    await asyncio.sleep(1.1)
+    await send_frame(comm, {"type": "llm_request", "request_id": "after", "model": "mock-fast", "prompt": "hi"})
+    frames, code = await read_until_close(comm)
+    assert code == 4401
+    assert frames[0]["request_id"] == "after" and frames[0]["code"] == 401
+
+
+@pytest.fixture
+def two_connections_per_key(settings):
+    settings.GATEWAY = {**settings.GATEWAY, "MAX_CONNECTIONS_PER_KEY": 2}
+
+
+async def test_connections_over_the_per_key_limit_get_429_and_close_4429(issued_key, two_connections_per_key):
+    first = await authed(issued_key)
+    second = await authed(issued_key)
+    third = WebsocketCommunicator(application, "/websocket")
+    await third.connect()
+    await send_frame(third, {"type": "auth", "token": issued_key.raw})
+    error = await next_frame(third)
+    assert (error["code"], error["error"], error["retryable"]) == (429, "rate_limited", True)
+    assert (await third.receive_output(timeout=5))["code"] == 4429
+    await first.disconnect()
+    fourth = await authed(issued_key)  # a slot was freed
+    await second.disconnect()
+    await fourth.disconnect()
