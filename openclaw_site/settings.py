@@ -152,7 +152,10 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # Group membership outlives daphne's longest connection: sockets are
             # never closed for age, and revocation broadcasts go to groups.
-            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": 30 * 86400},
+            # redis-py 8 reads with a 5 s socket timeout, exactly channels-redis's
+            # 5 s blocking pop: an idle consumer would crash (close 1011). Keep the
+            # socket timeout well above the blocking pop.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "group_expiry": 30 * 86400},
         }
     }
 else:

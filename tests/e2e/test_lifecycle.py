@@ -71,3 +71,12 @@ async def test_sigterm_drains_streams_closes_1001_and_loses_no_usage(stack):
                        "WHERE client_request_id IN ('drain-short', 'drain-long') ORDER BY client_request_id")
     assert [(r[0], r[1]) for r in rows] == [("drain-long", "cancelled"), ("drain-short", "completed")]
     assert rows[0][2] > 0
+
+
+async def test_an_idle_authenticated_socket_stays_open(stack):
+    # Longer than every short internal timeout (e.g. the channel layer's 5 s blocking pop).
+    ws = await authed_socket(stack.url(), stack.api_key)
+    await asyncio.sleep(12)
+    await send_frame(ws, {"type": "ping"})
+    assert (await next_frame(ws))["type"] == "pong"
+    await ws.close()
