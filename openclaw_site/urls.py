@@ -9,4 +9,5 @@ admin.site.site_title = "OpenClaw Gateway"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", gateway_views.healthz, name="healthz"),
+    path("readyz", gateway_views.readyz, name="readyz"),
 ]

@@ -97,3 +97,10 @@ async def test_concurrent_requests_and_errors_on_one_real_socket(stack):
 def test_healthz_answers_over_http(stack):
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/healthz", timeout=10) as response:
         assert json.load(response) == {"status": "ok"}
+
+
+def test_readyz_reports_database_channel_layer_and_broker(stack):
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/readyz", timeout=15) as response:
+        body = json.load(response)
+    assert response.status == 200
+    assert body == {"status": "ready", "checks": {"database": "ok", "channel_layer": "ok", "broker": "ok"}}
