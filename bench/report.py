@@ -54,6 +54,10 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
 def _f(value: float, digits: int = 1) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
@@ -64,7 +68,7 @@ def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, ga
     lines = [
         "## Latest run", "",
         f"{m['date']} · {m['cpu']}, {m['cores']} cores, {m['ram_gib']:.1f} GiB RAM · Linux {m['kernel']} · "
-        f"Python {m['python']} · {m['versions']} · database {m['database']} · "
+        f"Python {m['python']} · {m['versions']} · database {m['database']}, {m['layer']} channel layer · "
         f"load average {m['load_before']} before, {m['load_after']} after · run took {m['duration_s']:.0f} s", "",
         f"Mock LLM: first token after {mock.ttft_ms} ms, {mock.rate} tokens/s per stream, {mock.tokens} tokens "
         f"per request. " + ", ".join(f"{s} stream{'s' if s > 1 else ''} × {n} sequential requests"
@@ -79,7 +83,7 @@ def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, ga
                  f"{_f(over)} ms (gateway {_f(g['ttft_p50'])} − litellm {_f(l['ttft_p50'])}) | "
                  f"{_met(over < TTFT_OVERHEAD_MS)} |")
     g, l = streams[("gateway", s_max)], streams[("litellm", s_max)]
-    ratio = g["tokens_per_s"] / l["tokens_per_s"]
+    ratio = _ratio(g["tokens_per_s"], l["tokens_per_s"])
     lines += [
         f"| {s_max} streams: ≥ {THROUGHPUT_RATIO:.0%} of direct litellm's tokens/s | {ratio:.0%} "
         f"({_f(g['tokens_per_s'], 0)} vs {_f(l['tokens_per_s'], 0)} tok/s) | {_met(ratio >= THROUGHPUT_RATIO)} |", "",
@@ -88,12 +92,12 @@ def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, ga
         "| --- |" + " --- |" * len(levels),
     ]
     rows = {
-        "TTFT p50 ratio": lambda g, l: f"{g['ttft_p50'] / l['ttft_p50']:.2f}",
+        "TTFT p50 ratio": lambda g, l: _f(_ratio(g["ttft_p50"], l["ttft_p50"]), 2),
         "TTFT p50 overhead (ms)": lambda g, l: _f(g["ttft_p50"] - l["ttft_p50"]),
         "TTFT p99 overhead (ms)": lambda g, l: _f(g["ttft_p99"] - l["ttft_p99"]),
-        "tokens/s ratio": lambda g, l: f"{g['tokens_per_s'] / l['tokens_per_s']:.2f}",
-        "CPU ms per 1,000 tokens: gateway process ÷ litellm in-process": lambda g, l: (
-            f"{g['gateway_cpu_per_1k'] / l['bench_cpu_per_1k']:.2f}"),
+        "tokens/s ratio": lambda g, l: _f(_ratio(g["tokens_per_s"], l["tokens_per_s"]), 2),
+        "CPU ms per 1,000 tokens: gateway process ÷ litellm in-process": lambda g, l: _f(
+            _ratio(g["gateway_cpu_per_1k"], l["bench_cpu_per_1k"]), 2),
     }
     for label, cell in rows.items():
         lines.append(f"| {label} | " + " | ".join(cell(streams[("gateway", s)], streams[("litellm", s)])
@@ -138,11 +142,12 @@ def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, ga
     c = conns
     lines += [
         "", "### Idle authenticated connections, one gateway process", "",
-        "| connections opened (failed) | held: answered a ping | open + auth time | gateway fds (limit) | "
-        "RSS before → with connections | KiB per connection | RSS after closing |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| connections opened (failed) | held: answered a ping | open + auth time | gateway CPU per connection | "
+        "gateway fds (limit) | RSS before → with connections | KiB per connection | RSS after closing |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {c['opened']:,} of {c['attempted']:,} ({c['failed']}) | {c['held']:,} | {c['open_s']:.1f} s "
-        f"({c['opened'] / c['open_s']:,.0f}/s) | {c['fds_before']:,} → {c['fds_after']:,} ({c['fd_limit']:,}) | "
+        f"({c['opened'] / c['open_s']:,.0f}/s) | {c['cpu_ms_per_conn']:.1f} ms | "
+        f"{c['fds_before']:,} → {c['fds_after']:,} ({c['fd_limit']:,}) | "
         f"{c['rss_before_kib'] / 1024:,.1f} → {c['rss_after_kib'] / 1024:,.1f} MiB | {_f(c['kib_per_conn'])} | "
         f"{c['rss_closed_kib'] / 1024:,.1f} MiB |",
     ]

@@ -49,7 +49,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from bench import report  # noqa: E402
 from bench.clients import (  # noqa: E402
-    MockSettings, PhaseResult, gateway_path, litellm_path, mock_http_path, mock_http_session,
+    MockSettings, PhaseResult, cpu_seconds, gateway_path, litellm_path, mock_http_path, mock_http_session,
     open_authenticated, run_phase,
 )
 from tests.support.mockllm import MockLLMProcess  # noqa: E402
@@ -58,6 +58,7 @@ from tests.support.stack import Stack  # noqa: E402
 # 100 tok/s per stream: 50 streams of the bare mock path keep the mock well under half a core.
 MOCK = MockSettings(ttft_ms=20, rate=100, tokens=100)
 LEVELS = [(1, 30), (50, 4)]  # (concurrent streams, sequential requests per stream)
+WARM_UP = [(1, 3), (10, 1)]  # the same, before measuring each path
 PATHS = ["mock HTTP", "litellm", "gateway"]
 CONNECTIONS = 5000
 CONNECT_BATCH = 200  # connections opened at once (no SYN flood)
@@ -109,7 +110,7 @@ async def streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int) -> dic
         }
         for name, slot in paths.items():  # litellm's first call is slow; daphne's too
             say(f"warming up {name}")
-            for streams, per_stream in ((1, 3), (10, 1)):
+            for streams, per_stream in WARM_UP:
                 warm = await run_phase(slot, streams=streams, per_stream=per_stream, tag="warm", pids={})
                 if warm.errors:
                     raise RuntimeError(f"{name} fails while warming up: {warm.samples[0].error}")
@@ -155,17 +156,19 @@ def summarize(phase: PhaseResult, mock_events: list[dict]) -> dict:
 
 async def idle_connections(url: str, key: str, pid: int, wanted: int) -> dict:
     limit = open_files_limit(pid)
-    count = min(wanted, limit - 200, raise_fd_limit() - 200)
+    count = min(wanted, limit - 200, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
     rss0, fds0 = proc_status_kib(pid, "VmRSS"), fd_count(pid)
     say(f"opening {count} authenticated connections ({CONNECT_BATCH} at a time); gateway fd limit {limit}")
     conns, failures = [], []
-    t0 = time.perf_counter()
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     for start in range(0, count, CONNECT_BATCH):
         batch = await asyncio.gather(*(open_authenticated(url, key) for _ in range(min(CONNECT_BATCH, count - start))),
                                      return_exceptions=True)
         for item in batch:
             (failures if isinstance(item, BaseException) else conns).append(item)
-    open_s = time.perf_counter() - t0
+        if (start + CONNECT_BATCH) % 1000 == 0:
+            say(f"  {len(conns)} open, {len(failures)} failed, {time.perf_counter() - t0:.1f} s")
+    open_s, open_cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
     await asyncio.sleep(2)
     rss1, fds1 = proc_status_kib(pid, "VmRSS"), fd_count(pid)
 
@@ -184,7 +187,8 @@ async def idle_connections(url: str, key: str, pid: int, wanted: int) -> dict:
     return {
         "attempted": count, "opened": len(conns), "held": held, "failed": len(failures),
         "first_failure": f"{type(failures[0]).__name__}: {failures[0]}"[:200] if failures else None,
-        "open_s": open_s, "fd_limit": limit, "fds_before": fds0, "fds_after": fds1,
+        "open_s": open_s, "cpu_ms_per_conn": open_cpu * 1000 / max(1, count),
+        "fd_limit": limit, "fds_before": fds0, "fds_after": fds1,
         "rss_before_kib": rss0, "rss_after_kib": rss1, "rss_closed_kib": proc_status_kib(pid, "VmRSS"),
         "kib_per_conn": (rss1 - rss0) / len(conns) if conns else float("nan"),
     }
@@ -222,13 +226,14 @@ def main(argv: list[str] | None = None) -> int:
                 stack.start_gateway(OPENCLAW_MAX_CONNECTIONS_PER_KEY=str(args.connections + 100))
                 gateway_pid = stack.processes[0][1].pid
                 stream_results = asyncio.run(streaming(mock, stack, gateway_pid))
-                gateway_requests = 3 + 10 + sum(s * n for s, n in LEVELS)
+                gateway_requests = sum(s * n for s, n in WARM_UP + LEVELS)
                 usage = usage_records(stack, gateway_requests)
                 conn_results = asyncio.run(idle_connections(stack.url(), stack.api_key, gateway_pid, args.connections))
             finally:
                 stack.stop()
     machine["load_after"] = report.loadavg()
     machine["database"] = "PostgreSQL" if stack.pg_url else "SQLite"
+    machine["layer"] = "Redis" if os.environ.get("REDIS_URL") else "in-memory"
     machine["duration_s"] = time.monotonic() - started
     text = report.render(machine=machine, mock=MOCK, levels=LEVELS, paths=PATHS, streams=stream_results,
                          usage=usage, gateway_requests=gateway_requests, conns=conn_results)

@@ -82,6 +82,13 @@ class UsageRecorder:
                 await asyncio.sleep(delay)
 
 
+    def close_connections(self) -> None:
+        """Close the writer thread's database connection (process exit, test teardown)."""
+        from django.db import connections
+
+        self._executor.submit(connections.close_all).result(timeout=10)
+
+
 def _write_batch(batch: list[UsageDraft]) -> None:
     close_old_connections()
     usage_records_write(batch)

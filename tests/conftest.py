@@ -19,6 +19,14 @@ def pytest_configure(config):
         require("redis")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_usage_writer_connection():
+    yield
+    from billing.recorder import usage_recorder
+
+    usage_recorder.close_connections()  # lets the test database be dropped
+
+
 @pytest.fixture(scope="session")
 def mockllm():
     with MockLLMProcess(rate=0, ttft_ms=0) as mock:

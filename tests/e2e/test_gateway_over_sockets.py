@@ -104,3 +104,47 @@ def test_readyz_reports_database_channel_layer_and_broker(stack):
         body = json.load(response)
     assert response.status == 200
     assert body == {"status": "ready", "checks": {"database": "ok", "channel_layer": "ok", "broker": "ok"}}
+
+
+async def test_cancel_and_disconnect_close_the_upstream_within_200ms(stack, mockllm):
+    import time
+
+    async with websockets.connect(stack.url()) as ws:
+        await send_frame(ws, {"type": "auth", "token": stack.api_key})
+        assert (await next_frame(ws))["type"] == "auth_ok"
+        for rid in ("e2e-cancel", "e2e-gone"):
+            await send_frame(ws, {"type": "llm_request", "request_id": rid, "model": "gpt-4-turbo",
+                                  "prompt": f"x [[mock tokens=5000 rate=50 ttft_ms=0 tag={rid}]]"})
+        seen = set()
+        while seen != {"e2e-cancel", "e2e-gone"}:
+            frame = await next_frame(ws)
+            if frame["type"] == "llm_token":
+                seen.add(frame["request_id"])
+        cancelled_at = time.time()
+        await send_frame(ws, {"type": "cancel", "request_id": "e2e-cancel"})
+        while True:
+            frame = await next_frame(ws)
+            if frame.get("request_id") == "e2e-cancel" and frame["type"] == "llm_response_end":
+                break
+        assert frame["finish_reason"] == "cancelled"
+        gone_at = time.time()
+    # Leaving the block closed the socket with "e2e-gone" still streaming.
+    for tag, since in (("e2e-cancel", cancelled_at), ("e2e-gone", gone_at)):
+        record = await asyncio.to_thread(mockllm.wait_for_event, tag, lambda r: r["client_gone_at"] is not None, 5)
+        assert record["client_gone_at"] - since < 0.2, (tag, record["client_gone_at"] - since)
+    rows = await asyncio.to_thread(
+        stack.wait_for_rows, "SELECT client_request_id, status FROM billing_usagerecord "
+        "WHERE client_request_id IN ('e2e-cancel', 'e2e-gone') ORDER BY client_request_id", (), count=2)
+    assert rows == [("e2e-cancel", "cancelled"), ("e2e-gone", "client_gone")]
+
+
+async def test_an_oversized_frame_is_answered_by_the_gateway_not_the_server(stack):
+    async with websockets.connect(stack.url(), max_size=None) as ws:
+        await send_frame(ws, {"type": "auth", "token": stack.api_key})
+        limit = (await next_frame(ws))["limits"]["max_message_bytes"]
+        await ws.send(json.dumps({"type": "llm_request", "model": "gpt-4-turbo", "prompt": "x" * (limit + 10)}))
+        error = await next_frame(ws)
+        assert error["code"] == 413
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd.code == 4413

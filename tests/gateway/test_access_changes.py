@@ -50,6 +50,7 @@ async def test_revoking_a_key_stops_its_requests_and_closes_its_sockets(issued_k
     assert errors[-1]["code"] == 401 and "revoked" in errors[-1]["message"]
     record = await usage_of("long")
     assert record.status == "cancelled" and record.error_code == 401 and record.completion_tokens > 0
+    await comm.disconnect()
 
 
 async def test_suspending_an_org_closes_its_sockets(issued_key, deployment, org):
@@ -57,6 +58,7 @@ async def test_suspending_an_org_closes_its_sockets(issued_key, deployment, org)
     await sync_to_async(org_set_status)(org=org, status=Organization.Status.SUSPENDED)
     frames, code = await read_until_close(comm)
     assert code == 4401 and "suspended" in frames[-1]["message"]
+    await comm.disconnect()
 
 
 async def test_a_revocation_made_from_a_shell_is_seen_within_a_second(issued_key, deployment):
@@ -70,6 +72,7 @@ async def test_a_revocation_made_from_a_shell_is_seen_within_a_second(issued_key
     frames, code = await read_until_close(comm)
     assert code == 4401
     assert frames[0]["request_id"] == "after" and frames[0]["code"] == 401
+    await comm.disconnect()
 
 
 @pytest.fixture
@@ -86,6 +89,7 @@ async def test_connections_over_the_per_key_limit_get_429_and_close_4429(issued_
     error = await next_frame(third)
     assert (error["code"], error["error"], error["retryable"]) == (429, "rate_limited", True)
     assert (await third.receive_output(timeout=5))["code"] == 4429
+    await third.disconnect()
     await first.disconnect()
     fourth = await authed(issued_key)  # a slot was freed
     await second.disconnect()
