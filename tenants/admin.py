@@ -1,9 +1,9 @@
 from django.contrib import admin, messages
 from django.db import transaction
 
-from tenants.admin_audit import AuditedAdmin
+from tenants.admin_audit import AuditedAdmin, ReadOnlyAdmin
 from tenants.models import ApiKey, AuditEvent, Membership, Organization
-from tenants.services import api_key_create, api_key_revoke
+from tenants.services import api_key_create, api_key_revoke, close_org_sockets_on_commit
 
 
 class MembershipInline(admin.TabularInline):
@@ -23,6 +23,11 @@ class OrganizationAdmin(AuditedAdmin):
 
     def audit_org(self, obj):
         return obj
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "status" in form.changed_data:
+            close_org_sockets_on_commit(obj)
 
     def has_delete_permission(self, request, obj=None):
         return False  # suspend instead: the audit log and usage keep referring to it
@@ -66,16 +71,7 @@ class ApiKeyAdmin(AuditedAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "org", "action", "actor_type", "actor", "target_type", "target_id"]
     list_filter = ["action", "actor_type"]
     search_fields = ["action", "actor", "target_id"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -12,6 +12,19 @@ from tenants.audit import record_event
 from tenants.models import AuditEvent
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records nobody edits by hand: the audit log, usage, rollups."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class AuditedAdmin(admin.ModelAdmin):
     audit_target_type: str = ""
     # Field values never copied into the audit event.

@@ -40,10 +40,15 @@ def org_set_status(*, org: Organization, status: str, actor: str = "system") -> 
             org=org, actor_type=Actor.SYSTEM, actor=actor, action=f"org.{status}",
             target_type="organization", target_id=str(org.public_id),
         )
-        if status != Organization.Status.ACTIVE:
-            group = org_group(str(org.public_id))
-            transaction.on_commit(lambda: broadcast_access_revoked(group, "organization suspended"))
+        close_org_sockets_on_commit(org)
     return org
+
+
+def close_org_sockets_on_commit(org: Organization) -> None:
+    """Once the transaction commits, close the open sockets of a suspended org in every process."""
+    if org.status != Organization.Status.ACTIVE:
+        group = org_group(str(org.public_id))
+        transaction.on_commit(lambda: broadcast_access_revoked(group, "organization suspended"))
 
 
 def user_membership_set(*, org: Organization, username: str, role: str, email: str = "", password: str | None = None,
