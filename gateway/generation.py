@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -25,7 +24,7 @@ from billing.services import UsageDraft
 from gateway import protocol
 from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
-from gateway.routing import resolve_model
+from gateway.routing import resolve_model_cached
 from gateway.tokens import clamp_max_tokens, count_completion_tokens, count_prompt_tokens
 from tenants.access import KeyPrincipal
 
@@ -68,7 +67,7 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
     try:
         if frame.session_id is not None:
             raise GatewayError(ErrorCode.BAD_REQUEST, "sessions not enabled", request_id=request_id)
-        decision = await database_sync_to_async(resolve_model)(principal, frame.model, request_id=request_id)
+        decision = await resolve_model_cached(principal, frame.model, request_id=request_id)
         target = decision.target
         model = target.litellm_model
         draft.deployment_id, draft.deployment_name, draft.provider = target.deployment_id, target.name, target.provider

@@ -27,6 +27,16 @@ def _close_usage_writer_connection():
     usage_recorder.close_connections()  # lets the test database be dropped
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Tests reuse names and (after a flush) row ids: start each with empty caches."""
+    from gateway import auth, routing
+
+    routing._resolution_cache.clear()
+    auth._recheck_cache.clear()
+    yield
+
+
 @pytest.fixture(scope="session")
 def mockllm():
     with MockLLMProcess(rate=0, ttft_ms=0) as mock:
