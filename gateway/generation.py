@@ -41,8 +41,9 @@ class RequestState:
 
     request_id: str
     task: asyncio.Task | None = None
-    # Why the task was cancelled: "cancelled" (client's cancel frame) or
-    # "client_gone" (socket closed). Decides whether a final frame is sent.
+    # Why the task was stopped: "cancelled" (the client's cancel frame: end
+    # frame), "client_gone" (socket closed: nothing to send), "revoked" (key or
+    # org lost access: 401 frame), "shutdown" (server draining: 503 frame).
     stop_reason: str | None = None
 
 

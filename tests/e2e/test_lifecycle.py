@@ -80,3 +80,26 @@ async def test_an_idle_authenticated_socket_stays_open(stack):
     await send_frame(ws, {"type": "ping"})
     assert (await next_frame(ws))["type"] == "pong"
     await ws.close()
+
+
+async def test_disabling_a_deployment_is_seen_by_every_process_within_a_second(stack):
+    second_port = stack.start_gateway()
+    sockets = [await authed_socket(stack.url(), stack.api_key),
+               await authed_socket(stack.url(second_port), stack.api_key)]
+    request = {"type": "llm_request", "model": "claude-3-opus", "prompt": "x [[mock tokens=2 rate=0 ttft_ms=0]]"}
+    for i, ws in enumerate(sockets):  # both processes have the deployment resolved (and cached)
+        await send_frame(ws, {**request, "request_id": f"before-{i}"})
+        assert (await collect(ws))[f"before-{i}"][-1]["type"] == "llm_response_end"
+    toggle = ("from gateway.models import Deployment; "
+              "Deployment.objects.filter(name='claude-3-opus').update(enabled={})")
+    try:
+        await asyncio.to_thread(stack.manage, "shell", "-c", toggle.format(False))
+        await asyncio.sleep(1.1)
+        for i, ws in enumerate(sockets):
+            await send_frame(ws, {**request, "request_id": f"after-{i}"})
+            error = (await collect(ws))[f"after-{i}"][-1]
+            assert (error["type"], error["code"]) == ("error", 503)
+    finally:
+        await asyncio.to_thread(stack.manage, "shell", "-c", toggle.format(True))
+        for ws in sockets:
+            await ws.close()

@@ -94,3 +94,23 @@ async def test_connections_over_the_per_key_limit_get_429_and_close_4429(issued_
     fourth = await authed(issued_key)  # a slot was freed
     await second.disconnect()
     await fourth.disconnect()
+
+
+@pytest.fixture
+def expired_key(org):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tenants.services import api_key_create
+
+    return api_key_create(org=org, name="old", expires_at=timezone.now() - timedelta(minutes=1))
+
+
+async def test_an_expired_key_gets_401_and_close_4401(expired_key):
+    comm = WebsocketCommunicator(application, "/websocket")
+    await comm.connect()
+    await send_frame(comm, {"type": "auth", "token": expired_key.raw})
+    frames, code = await read_until_close(comm)
+    assert code == 4401 and frames[0]["code"] == 401 and "expired" in frames[0]["message"]
+    await comm.disconnect()
