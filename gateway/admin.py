@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from gateway.models import Deployment, ProviderCredential
+from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate
 from tenants.admin_audit import AuditedAdmin
 
 
@@ -44,3 +44,26 @@ class DeploymentAdmin(AuditedAdmin):
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "litellm_model"]
     readonly_fields = ["public_id", "created_at"]
+
+
+class RouteCandidateInline(admin.TabularInline):
+    model = RouteCandidate
+    extra = 1
+    autocomplete_fields = ["deployment"]
+
+
+@admin.register(Route)
+class RouteAdmin(AuditedAdmin):
+    audit_target_type = "route"
+    list_display = ["alias", "org", "strategy", "max_attempts", "enabled"]
+    list_filter = ["strategy", "enabled"]
+    search_fields = ["alias"]
+    readonly_fields = ["public_id", "created_at"]
+    inlines = [RouteCandidateInline]
+
+    def save_formset(self, request, form, formset, change):
+        # Candidate changes are part of the route's change: audit them with it.
+        super().save_formset(request, form, formset, change)
+        if formset.has_changed():
+            self._audit(request, form.instance, "candidates.update",
+                        [f"{c.deployment.name}" for c in form.instance.candidates.all()])

@@ -24,7 +24,8 @@ from billing.services import UsageDraft
 from gateway import protocol
 from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
-from gateway.routing import resolve_model_cached
+from gateway.health import health
+from gateway.routing import RouteDecision, resolve_model_cached
 from gateway.tokens import clamp_max_tokens, count_completion_tokens, count_prompt_tokens
 from tenants.access import KeyPrincipal
 
@@ -65,50 +66,37 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
     text_parts: list[str] = []
     started = False
     model = ""  # the litellm model string, for counting tokens the provider did not report
+    decision: RouteDecision | None = None
     try:
         if frame.session_id is not None:
             raise GatewayError(ErrorCode.BAD_REQUEST, "sessions not enabled", request_id=request_id)
         decision = await resolve_model_cached(principal, frame.model, request_id=request_id)
-        target = decision.target
+        messages = frame.chat_messages()
+        prompt_tokens = await count_prompt_tokens(decision.target.litellm_model, messages)
+        params = frame.parameters
+        draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED
+        opened = await _open_first_token(decision, frame, principal, messages, prompt_tokens, request_id)
+        stream, first_text, target, max_tokens = opened
         model = target.litellm_model
         draft.deployment_id, draft.deployment_name, draft.provider = target.deployment_id, target.name, target.provider
-        draft.route = decision.explain()
+        draft.route = decision.explain(served_by=target)
         draft.input_price_per_mtok = target.prices.input_per_mtok
         draft.output_price_per_mtok = target.prices.output_per_mtok
-
-        messages = frame.chat_messages()
-        prompt_tokens = await count_prompt_tokens(target.litellm_model, messages)
-        if prompt_tokens >= target.context_window:
-            raise GatewayError(
-                ErrorCode.BAD_REQUEST,
-                f"prompt is {prompt_tokens} tokens; {target.name!r} accepts at most {target.context_window - 1}",
-                request_id=request_id,
-            )
-        params = frame.parameters
-        max_tokens = clamp_max_tokens(
-            requested=params.max_tokens, default=settings.GATEWAY["DEFAULT_MAX_TOKENS"],
-            deployment_max=target.max_output_tokens, key_max=principal.max_tokens_per_request,
-            context_window=target.context_window, prompt_tokens=prompt_tokens,
-        )
         draft.max_tokens = max_tokens
-        draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED
-        call = UpstreamCall(
-            target=target, messages=messages, max_tokens=max_tokens, temperature=params.temperature,
-            top_p=params.top_p, stop=params.stop, presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty, seed=params.seed,
-        )
         start_frame = protocol.response_start_frame(
             request_id=request_id, model=frame.model, route=draft.route, prompt_tokens=prompt_tokens,
             max_tokens=max_tokens, truncated=False,
         )
-        async with UpstreamStream(call) as stream:
+        try:
             seq = 0
-            async for text in stream.deltas():
+            text = first_text
+            deltas = stream.deltas() if first_text is not None else None
+            while text is not None:
                 if state.stop_reason:
                     raise asyncio.CancelledError  # stop was asked for; do not depend on the cancel landing
                 if not started:
                     # Sent with the first token, not before: until then the
-                    # request can still fail over without the client noticing.
+                    # request could still fail over without the client noticing.
                     draft.first_token_ms = _ms(t0)
                     await send(start_frame)
                     started = True
@@ -116,7 +104,11 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
                 if params.stream:
                     await send(protocol.token_frame(request_id=request_id, seq=seq, content=text))
                     seq += 1
+                text = await anext(deltas, None)
             result = stream.result
+        finally:
+            await stream.close()
+            health.end_attempt(target.deployment_id)
         if not started:
             await send(start_frame)  # an empty completion still gets start and end
             started = True
@@ -154,6 +146,8 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         exc.request_id = request_id
         await send(exc.frame())
     except UpstreamError as exc:
+        if decision is not None and not draft.route:
+            draft.route = decision.explain()  # every attempt failed: keep them with the usage
         draft.status = Status.UPSTREAM_TIMEOUT if exc.code == ErrorCode.UPSTREAM_TIMEOUT else Status.UPSTREAM_ERROR
         draft.error_code, draft.finish_reason = int(exc.code), "error"
         _settle_after_failure(draft, model, text_parts)
@@ -174,6 +168,66 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         # leaves exactly one record, written off the token path.
         draft.ended_at = timezone.now()
         usage_recorder.submit(draft)
+
+
+async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, principal: KeyPrincipal,
+                            messages: list[dict], prompt_tokens: int, request_id: str):
+    """Try the decision's deployments in order until one produces its first token
+    (or ends cleanly with none). Returns (stream, first text or None, target,
+    max_tokens). A failure before the first token is recorded in the deployment's
+    health and in `decision.attempts`, and the next candidate is tried."""
+    params = frame.parameters
+    last_error: UpstreamError | None = None
+    tried = 0
+    for target in decision.candidates:
+        if tried >= decision.max_attempts:
+            break
+        if prompt_tokens >= target.context_window:
+            if len(decision.candidates) == 1:
+                raise GatewayError(
+                    ErrorCode.BAD_REQUEST,
+                    f"prompt is {prompt_tokens} tokens; {target.name!r} accepts at most {target.context_window - 1}",
+                    request_id=request_id,
+                )
+            continue
+        tried += 1
+        max_tokens = clamp_max_tokens(
+            requested=params.max_tokens, default=settings.GATEWAY["DEFAULT_MAX_TOKENS"],
+            deployment_max=target.max_output_tokens, key_max=principal.max_tokens_per_request,
+            context_window=target.context_window, prompt_tokens=prompt_tokens,
+        )
+        call = UpstreamCall(
+            target=target, messages=messages, max_tokens=max_tokens, temperature=params.temperature,
+            top_p=params.top_p, stop=params.stop, presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty, seed=params.seed,
+        )
+        stream = UpstreamStream(call)
+        attempt_started = time.monotonic()
+        health.begin_attempt(target.deployment_id)
+        try:
+            await stream.__aenter__()
+            first = await anext(stream.deltas(), None)
+        except UpstreamError as exc:
+            await stream.close()
+            health.end_attempt(target.deployment_id)
+            health.record_failure(target.deployment_id, retry_after_ms=exc.retry_after_ms)
+            error = f"HTTP {exc.status}" if exc.status else ("timeout" if exc.code == ErrorCode.UPSTREAM_TIMEOUT
+                                                             else "connection failure")
+            decision.attempts.append({"deployment": target.name, "error": error, "code": int(exc.code)})
+            last_error = exc
+            continue
+        except BaseException:
+            await stream.close()
+            health.end_attempt(target.deployment_id)
+            raise
+        health.record_success(target.deployment_id, (time.monotonic() - attempt_started) * 1000)
+        return stream, first, target, max_tokens
+    if last_error is None:
+        raise GatewayError(ErrorCode.BAD_REQUEST, f"the prompt ({prompt_tokens} tokens) fits no deployment of "
+                           f"{frame.model!r}", request_id=request_id)
+    if len(decision.attempts) > 1:
+        last_error.message = f"{last_error.message} (after {len(decision.attempts)} attempts)"
+    raise last_error
 
 
 def _settle_tokens(draft: UsageDraft, model: str, text_parts: list[str],

@@ -62,7 +62,8 @@ class Deployment(models.Model):
     output_price_per_mtok = models.DecimalField(**PRICE_FIELD, help_text="USD per million output tokens")
     context_window = models.PositiveIntegerField(default=8192)
     max_output_tokens = models.PositiveIntegerField(default=4096)
-    tags = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(default=list, blank=True, help_text='capability tags, e.g. ["legal", "vision"]')
+    region = models.CharField(max_length=50, blank=True)
     weight = models.PositiveIntegerField(default=1)
     enabled = models.BooleanField(default=True)
     connect_timeout_ms = models.PositiveIntegerField(default=5_000)
@@ -85,3 +86,74 @@ class Deployment(models.Model):
     def __str__(self) -> str:
         owner = self.org.slug if self.org_id else "platform"
         return f"{self.name} ({owner})"
+
+
+class Route(models.Model):
+    """An alias (e.g. best_available_general) that picks one of its candidate
+    deployments per request by a strategy, falling back to the others before
+    the first token. Owned by the platform (org empty) or one org."""
+
+    class Strategy(models.TextChoices):
+        COST = "cost", "Cheapest healthy candidate"
+        LATENCY = "latency", "Lowest time to first token"
+        CAPABILITY = "capability", "Candidates with the required tags, in order"
+        WEIGHTED = "weighted", "Weighted random"
+        LEAST_BUSY = "least_busy", "Fewest requests in flight"
+        FALLBACK = "fallback", "Explicit order"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.PROTECT, related_name="routes")
+    alias = models.CharField(max_length=100, help_text="the name clients send as llm_request.model")
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.FALLBACK)
+    required_tags = models.JSONField(default=list, blank=True, help_text="candidates must carry all of these tags")
+    min_context_window = models.PositiveIntegerField(null=True, blank=True)
+    region = models.CharField(max_length=50, blank=True, help_text="if set, only candidates in this region")
+    max_attempts = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1)], help_text="deployments tried before the first token, at most"
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            # Name resolution looks up (org, alias) then (platform, alias).
+            models.UniqueConstraint(fields=["alias"], condition=Q(org__isnull=True), name="uniq_platform_route_alias"),
+            models.UniqueConstraint(fields=["org", "alias"], condition=Q(org__isnull=False), name="uniq_org_route_alias"),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1) & Q(max_attempts__lte=10),
+                                   name="route_attempts_1_to_10"),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.org.slug if self.org_id else "platform"
+        return f"{self.alias} ({owner}, {self.strategy})"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if not isinstance(self.required_tags, list) or not all(isinstance(t, str) for t in self.required_tags):
+            raise ValidationError({"required_tags": "a list of tag strings, e.g. [\"legal\"]"})
+
+
+class RouteCandidate(models.Model):
+    """One deployment a route may use. Candidates are deployments, never other
+    routes, so fallback chains cannot form cycles."""
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="candidates")
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="route_candidacies")
+    weight = models.PositiveIntegerField(default=1, help_text="share of traffic for the weighted strategy")
+    position = models.PositiveSmallIntegerField(default=0, help_text="fallback order: lower first")
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["route", "deployment"], name="uniq_route_candidate")]
+
+    def __str__(self) -> str:
+        return f"{self.route.alias} -> {self.deployment.name}"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if not self.route_id or not self.deployment_id:
+            return
+        if self.deployment.org_id is not None and self.deployment.org_id != self.route.org_id:
+            raise ValidationError({"deployment": "a route may use only its own org's or platform deployments"})

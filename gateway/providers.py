@@ -100,6 +100,7 @@ class UpstreamStream:
         self.call = call
         self.result = StreamResult()
         self._response = None
+        self._deltas = None
         self._deadline = 0.0
 
     async def __aenter__(self) -> "UpstreamStream":
@@ -129,7 +130,14 @@ class UpstreamStream:
     def _budget(self, step_timeout: float) -> float:
         return max(0.001, min(step_timeout, self._deadline - time.monotonic()))
 
-    async def deltas(self) -> AsyncIterator[str]:
+    def deltas(self) -> AsyncIterator[str]:
+        """The stream's text deltas; the same iterator on every call, so reading
+        the first token and then the rest continues one stream."""
+        if self._deltas is None:
+            self._deltas = self._iterate_deltas()
+        return self._deltas
+
+    async def _iterate_deltas(self) -> AsyncIterator[str]:
         target = self.call.target
         iterator = self._response.__aiter__()
         first = True

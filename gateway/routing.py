@@ -1,11 +1,13 @@
-"""Turning the name a client sent into a deployment to call, with the reason why.
+"""Turning the name a client sent into deployments to try, with the reason why.
 
-Name resolution (docs/architecture.md): org deployment > platform deployment.
-Routes (aliases with strategies) slot in ahead of deployments at each level.
-The key's allow-list applies to the name the client sent.
+Name resolution (docs/architecture.md): org route > org deployment > platform
+route > platform deployment. A route orders its candidates by its strategy
+(`gateway.strategies`); the generation tries them in that order until one
+produces a first token. The key's allow-list applies to the name the client sent.
 """
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +16,10 @@ from channels.db import database_sync_to_async
 from django.db.models import Q
 
 from billing.money import Prices
-from gateway.models import Deployment
+from gateway.health import health
+from gateway.models import Deployment, Route
 from gateway.protocol import ErrorCode, GatewayError
+from gateway.strategies import Candidate, order_candidates
 from tenants.access import KeyPrincipal
 
 
@@ -33,6 +37,8 @@ class Target:
     prices: Prices
     context_window: int
     max_output_tokens: int
+    tags: tuple[str, ...]
+    region: str
     connect_timeout_s: float
     first_token_timeout_s: float
     idle_timeout_s: float
@@ -51,6 +57,8 @@ class Target:
             prices=Prices(deployment.input_price_per_mtok, deployment.output_price_per_mtok),
             context_window=deployment.context_window,
             max_output_tokens=deployment.max_output_tokens,
+            tags=tuple(deployment.tags or ()),
+            region=deployment.region,
             connect_timeout_s=deployment.connect_timeout_ms / 1000,
             first_token_timeout_s=deployment.first_token_timeout_ms / 1000,
             idle_timeout_s=deployment.idle_timeout_ms / 1000,
@@ -58,20 +66,34 @@ class Target:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class RouteDecision:
-    target: Target
+    """The deployments to try, in order, and why. `attempts` fills in as they fail."""
+
+    candidates: list[Target]
     strategy: str
     reason: str
+    route: str | None = None  # the route alias, when a route was used
+    max_attempts: int = 1
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
-    def explain(self) -> dict[str, Any]:
+    @property
+    def target(self) -> Target:
+        return self.candidates[0]
+
+    def explain(self, served_by: Target | None = None) -> dict[str, Any]:
         """The `route` object of llm_response_start (also stored with the usage)."""
+        target = served_by or self.target
+        reason = self.reason
+        if self.attempts:
+            last = self.attempts[-1]
+            reason = f"fallback after {last['error']} from {last['deployment']}"
         return {
-            "deployment": self.target.name,
-            "provider": self.target.provider,
+            "deployment": target.name,
+            "provider": target.provider,
             "strategy": self.strategy,
-            "reason": self.reason,
+            "route": self.route,
+            "reason": reason,
             "attempts": list(self.attempts),
         }
 
@@ -80,31 +102,69 @@ class RouteDecision:
 class _Found:
     """What the database says about a name for one org (cached briefly)."""
 
-    target: Target | None
-    enabled: bool = False
+    kind: str  # "route", "deployment" or "" (not found)
     owner: str = ""
+    deployment: Target | None = None
+    deployment_enabled: bool = False
+    route_alias: str = ""
+    strategy: str = ""
+    max_attempts: int = 1
+    candidates: tuple[Candidate, ...] = ()
 
 
 def find_deployment(org_id: int, name: str) -> _Found:
-    candidates = list(
-        Deployment.objects.select_related("credential").filter(Q(org_id=org_id) | Q(org__isnull=True), name=name)
-    )
-    # An org's own deployment shadows a platform one of the same name.
-    candidates.sort(key=lambda d: d.org_id is None)
-    if not candidates:
-        return _Found(target=None)
-    deployment = candidates[0]
-    return _Found(target=Target.from_deployment(deployment), enabled=deployment.enabled,
-                  owner="org" if deployment.org_id else "platform")
+    """Resolve `name` for an org: org route > org deployment > platform route > platform deployment."""
+    routes = {r.org_id: r for r in Route.objects.filter(Q(org_id=org_id) | Q(org__isnull=True), alias=name,
+                                                         enabled=True)}
+    deployments = {d.org_id: d for d in Deployment.objects.select_related("credential")
+                   .filter(Q(org_id=org_id) | Q(org__isnull=True), name=name)}
+    for owner_id, owner in ((org_id, "org"), (None, "platform")):
+        if owner_id in routes:
+            return _route_found(routes[owner_id], owner)
+        if owner_id in deployments:
+            deployment = deployments[owner_id]
+            return _Found(kind="deployment", owner=owner, deployment=Target.from_deployment(deployment),
+                          deployment_enabled=deployment.enabled)
+    return _Found(kind="")
+
+
+def _route_found(route: Route, owner: str) -> _Found:
+    candidates = []
+    for candidate in route.candidates.select_related("deployment", "deployment__credential"):
+        deployment = candidate.deployment
+        if not deployment.enabled:
+            continue
+        if route.required_tags and not set(route.required_tags) <= set(deployment.tags or ()):
+            continue
+        if route.min_context_window and deployment.context_window < route.min_context_window:
+            continue
+        if route.region and deployment.region != route.region:
+            continue
+        candidates.append(Candidate(target=Target.from_deployment(deployment), weight=candidate.weight,
+                                    position=candidate.position))
+    return _Found(kind="route", owner=owner, route_alias=route.alias, strategy=route.strategy,
+                  max_attempts=route.max_attempts, candidates=tuple(candidates))
 
 
 def _decide(principal: KeyPrincipal, name: str, found: _Found, request_id: str) -> RouteDecision:
-    if found.target is None:
+    if found.kind == "":
         raise GatewayError(ErrorCode.NOT_FOUND, f"unknown model or route {name!r}", request_id=request_id)
-    if not found.enabled:
-        raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT, f"{name!r} is temporarily unavailable",
+    if found.kind == "deployment":
+        if not found.deployment_enabled:
+            raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT, f"{name!r} is temporarily unavailable",
+                               request_id=request_id, retryable=True, retry_after_ms=5_000)
+        return RouteDecision(candidates=[found.deployment], strategy="direct",
+                             reason=f"{found.owner} deployment named {name!r}")
+    if not found.candidates:
+        raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT,
+                           f"route {name!r} has no enabled deployment meeting its requirements",
                            request_id=request_id, retryable=True, retry_after_ms=5_000)
-    return RouteDecision(target=found.target, strategy="direct", reason=f"{found.owner} deployment named {name!r}")
+    ordered, reason = order_candidates(found.strategy, list(found.candidates), health=health, rng=_rng)
+    return RouteDecision(candidates=[c.target for c in ordered], strategy=found.strategy, reason=reason,
+                         route=found.route_alias, max_attempts=found.max_attempts)
+
+
+_rng = random.Random()
 
 
 def _check_allowed(principal: KeyPrincipal, name: str, request_id: str) -> None:
@@ -113,15 +173,15 @@ def _check_allowed(principal: KeyPrincipal, name: str, request_id: str) -> None:
 
 
 def resolve_model(principal: KeyPrincipal, name: str, *, request_id: str) -> RouteDecision:
-    """Pick the deployment for `name` or raise GatewayError 403/404/503 (reads the database)."""
+    """Pick the deployments for `name` or raise GatewayError 403/404/503 (reads the database)."""
     _check_allowed(principal, name, request_id)
     return _decide(principal, name, find_deployment(principal.org_id, name), request_id)
 
 
 # Resolution results are kept this long per (org, name) in each process: a
-# deployment edited or disabled in the admin is seen within this time, and the
-# request path skips a database round trip (and Channels' shared DB thread)
-# almost always.
+# route or deployment edited or disabled in the admin is seen within this time,
+# and the request path skips a database round trip (and Channels' shared DB
+# thread) almost always. Strategies run on every request, on live health.
 RESOLUTION_CACHE_SECONDS = 1.0
 _resolution_cache: dict[tuple[int, str], tuple[float, _Found]] = {}
 

@@ -31,9 +31,11 @@ def _close_usage_writer_connection():
 def _fresh_process_caches():
     """Tests reuse names and (after a flush) row ids: start each with empty caches."""
     from gateway import auth, routing
+    from gateway.health import health
 
     routing._resolution_cache.clear()
     auth._recheck_cache.clear()
+    health.clear()
     yield
 
 

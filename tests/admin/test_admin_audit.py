@@ -72,3 +72,23 @@ def test_the_audit_log_cannot_be_edited_in_admin(operator_client, org):
     event = AuditEvent.objects.filter(org=org).first()
     assert operator_client.post(f"/admin/tenants/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
     assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_a_route_with_candidates_is_created_in_admin_and_audited(operator_client, make_deployment):
+    from gateway.models import Route
+
+    first, second = make_deployment("first-choice"), make_deployment("second-choice")
+    data = {
+        "alias": "best_available_general", "strategy": "cost", "required_tags": "[]", "region": "",
+        "max_attempts": 3, "enabled": "on",
+        "candidates-TOTAL_FORMS": 2, "candidates-INITIAL_FORMS": 0, "candidates-MIN_NUM_FORMS": 0,
+        "candidates-MAX_NUM_FORMS": 1000,
+        "candidates-0-deployment": first.pk, "candidates-0-weight": 1, "candidates-0-position": 0,
+        "candidates-1-deployment": second.pk, "candidates-1-weight": 1, "candidates-1-position": 1,
+    }
+    response = operator_client.post("/admin/gateway/route/add/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    route = Route.objects.get(alias="best_available_general")
+    assert [c.deployment.name for c in route.candidates.all()] == ["first-choice", "second-choice"]
+    assert AuditEvent.objects.filter(action="route.create", actor="operator").exists()
+    assert AuditEvent.objects.filter(action="route.candidates.update").exists()
