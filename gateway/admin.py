@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate
+from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
 from tenants.admin_audit import AuditedAdmin
 
 
@@ -67,3 +67,16 @@ class RouteAdmin(AuditedAdmin):
         if formset.has_changed():
             self._audit(request, form.instance, "candidates.update",
                         [f"{c.deployment.name}" for c in form.instance.candidates.all()])
+
+
+@admin.register(RoutingPolicy)
+class RoutingPolicyAdmin(AuditedAdmin):
+    audit_target_type = "routing_policy"
+    list_display = ["__str__", "updated_at"]
+    readonly_fields = ["public_id", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        from django.utils import timezone
+
+        obj.updated_at = timezone.now()
+        super().save_model(request, obj, form, change)

@@ -25,6 +25,7 @@ from gateway import protocol
 from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
 from gateway.health import health
+from gateway.policies import apply_policies
 from gateway.routing import RouteDecision, resolve_model_cached
 from gateway.tokens import clamp_max_tokens, count_completion_tokens, count_prompt_tokens
 from tenants.access import KeyPrincipal
@@ -70,8 +71,9 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
     try:
         if frame.session_id is not None:
             raise GatewayError(ErrorCode.BAD_REQUEST, "sessions not enabled", request_id=request_id)
-        decision = await resolve_model_cached(principal, frame.model, request_id=request_id)
         messages = frame.chat_messages()
+        policy = await apply_policies(principal, frame, messages)
+        decision = await resolve_model_cached(principal, frame.model, request_id=request_id, policy=policy)
         prompt_tokens = await count_prompt_tokens(decision.target.litellm_model, messages)
         params = frame.parameters
         draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED

@@ -157,3 +157,33 @@ class RouteCandidate(models.Model):
             return
         if self.deployment.org_id is not None and self.deployment.org_id != self.route.org_id:
             raise ValidationError({"deployment": "a route may use only its own org's or platform deployments"})
+
+
+class RoutingPolicy(models.Model):
+    """An ordered rule set (docs/routing-rules.md) that picks the route, deployment
+    or strategy for a request. One per org, plus one for the platform; the org's
+    rules are tried first. Edits take effect within a second, without restart."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.OneToOneField(Organization, null=True, blank=True, on_delete=models.PROTECT,
+                               related_name="routing_policy")
+    rules = models.JSONField(default=list, blank=True, help_text="an ordered list of rules: see docs/routing-rules.md")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "routing policies"
+        constraints = [
+            models.UniqueConstraint(fields=["org"], condition=Q(org__isnull=True), name="uniq_platform_policy"),
+        ]
+
+    def __str__(self) -> str:
+        return f"routing policy of {self.org.slug if self.org_id else 'the platform'}"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from gateway.rules import validate_rules
+
+        problems = validate_rules(self.rules)
+        if problems:
+            raise ValidationError({"rules": problems})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.db.models import Q
@@ -21,6 +21,9 @@ from gateway.models import Deployment, Route
 from gateway.protocol import ErrorCode, GatewayError
 from gateway.strategies import Candidate, order_candidates
 from tenants.access import KeyPrincipal
+
+if TYPE_CHECKING:
+    from gateway.policies import PolicyOutcome
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class RouteDecision:
     route: str | None = None  # the route alias, when a route was used
     max_attempts: int = 1
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)  # routing-policy rules that matched
 
     @property
     def target(self) -> Target:
@@ -93,6 +97,7 @@ class RouteDecision:
             "provider": target.provider,
             "strategy": self.strategy,
             "route": self.route,
+            "rule": ", ".join(self.rules) or None,
             "reason": reason,
             "attempts": list(self.attempts),
         }
@@ -146,7 +151,8 @@ def _route_found(route: Route, owner: str) -> _Found:
                   max_attempts=route.max_attempts, candidates=tuple(candidates))
 
 
-def _decide(principal: KeyPrincipal, name: str, found: _Found, request_id: str) -> RouteDecision:
+def _decide(principal: KeyPrincipal, name: str, found: _Found, request_id: str, *,
+            strategy: str | None = None) -> RouteDecision:
     if found.kind == "":
         raise GatewayError(ErrorCode.NOT_FOUND, f"unknown model or route {name!r}", request_id=request_id)
     if found.kind == "deployment":
@@ -159,8 +165,9 @@ def _decide(principal: KeyPrincipal, name: str, found: _Found, request_id: str) 
         raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT,
                            f"route {name!r} has no enabled deployment meeting its requirements",
                            request_id=request_id, retryable=True, retry_after_ms=5_000)
-    ordered, reason = order_candidates(found.strategy, list(found.candidates), health=health, rng=_rng)
-    return RouteDecision(candidates=[c.target for c in ordered], strategy=found.strategy, reason=reason,
+    strategy = strategy or found.strategy
+    ordered, reason = order_candidates(strategy, list(found.candidates), health=health, rng=_rng)
+    return RouteDecision(candidates=[c.target for c in ordered], strategy=strategy, reason=reason,
                          route=found.route_alias, max_attempts=found.max_attempts)
 
 
@@ -186,8 +193,13 @@ RESOLUTION_CACHE_SECONDS = 1.0
 _resolution_cache: dict[tuple[int, str], tuple[float, _Found]] = {}
 
 
-async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id: str) -> RouteDecision:
+async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id: str,
+                               policy: "PolicyOutcome | None" = None) -> RouteDecision:
+    """Resolve the name the client sent (after its allow-list check), or what a
+    routing policy chose instead, with the policy's strategy if it set one."""
     _check_allowed(principal, name, request_id)
+    if policy is not None and policy.name != name:
+        name = policy.name
     key = (principal.org_id, name)
     now = time.monotonic()
     cached = _resolution_cache.get(key)
@@ -198,4 +210,8 @@ async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id
         _resolution_cache[key] = (now + RESOLUTION_CACHE_SECONDS, found)
     else:
         found = cached[1]
-    return _decide(principal, name, found, request_id)
+    decision = _decide(principal, name, found, request_id,
+                       strategy=policy.strategy if policy is not None else None)
+    if policy is not None and policy.rules:
+        decision.rules = list(policy.rules)
+    return decision

@@ -138,9 +138,12 @@ else:
         }
     }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    DATABASES["default"].setdefault("TEST", {})
-    if env_str("OPENCLAW_TEST_DB_NAME"):
-        DATABASES["default"]["TEST"]["NAME"] = env_str("OPENCLAW_TEST_DB_NAME")
+    # Tests use a file, like the embedded default itself: an in-memory shared-cache
+    # database locks whole tables across threads ("database table is locked",
+    # with no busy wait), which the gateway's separate usage-writer thread hits.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env_str("OPENCLAW_TEST_DB_NAME") or str(DATA_DIR / "test_openclaw.sqlite3"),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

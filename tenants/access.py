@@ -30,6 +30,7 @@ class KeyPrincipal:
     key_id: int
     key_public_id: str
     key_prefix: str
+    key_name: str
     org_id: int
     org_public_id: str
     org_slug: str
@@ -74,6 +75,7 @@ def authenticate_api_key(raw: object, *, source: str = "websocket") -> KeyPrinci
         key_id=api_key.pk,
         key_public_id=str(api_key.public_id),
         key_prefix=api_key.prefix,
+        key_name=api_key.name,
         org_id=org.pk,
         org_public_id=str(org.public_id),
         org_slug=org.slug,

@@ -30,9 +30,10 @@ def _close_usage_writer_connection():
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Tests reuse names and (after a flush) row ids: start each with empty caches."""
-    from gateway import auth, routing
+    from gateway import auth, policies, routing
     from gateway.health import health
 
+    policies._cache.clear()
     routing._resolution_cache.clear()
     auth._recheck_cache.clear()
     health.clear()

@@ -103,3 +103,26 @@ async def test_disabling_a_deployment_is_seen_by_every_process_within_a_second(s
         await asyncio.to_thread(stack.manage, "shell", "-c", toggle.format(True))
         for ws in sockets:
             await ws.close()
+
+
+async def test_a_route_edit_is_seen_by_every_gateway_process_without_restart(stack):
+    second_port = stack.start_gateway()
+    sockets = [await authed_socket(stack.url(), stack.api_key),
+               await authed_socket(stack.url(second_port), stack.api_key)]
+    make_route = ("from gateway.models import Deployment, Route, RouteCandidate; "
+                  "r, _ = Route.objects.update_or_create(alias='best_available_general', org=None, "
+                  "defaults={{'strategy': 'fallback'}}); r.candidates.all().delete(); "
+                  "RouteCandidate.objects.create(route=r, deployment=Deployment.objects.get(name='{}', org=None))")
+    request = {"type": "llm_request", "model": "best_available_general",
+               "prompt": "x [[mock tokens=2 rate=0 ttft_ms=0]]"}
+    for step, deployment in enumerate(("gpt-4-turbo", "claude-3-opus")):
+        await asyncio.to_thread(stack.manage, "shell", "-c", make_route.format(deployment))
+        await asyncio.sleep(1.1)
+        for i, ws in enumerate(sockets):
+            rid = f"route-{step}-{i}"
+            await send_frame(ws, {**request, "request_id": rid})
+            start = (await collect(ws))[rid][0]
+            assert start["route"]["route"] == "best_available_general"
+            assert start["route"]["deployment"] == deployment
+    for ws in sockets:
+        await ws.close()
