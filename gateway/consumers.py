@@ -15,6 +15,7 @@ from gateway import lifecycle, protocol
 from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_PRINCIPAL, authenticate, recheck_principal
 from gateway.control import key_group, org_group
 from gateway.generation import RequestState, serve_request
+from gateway.health import start_sharing as start_health_sharing
 from gateway.presence import presence
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
 from tenants.access import AuthenticationFailed, KeyPrincipal
@@ -35,6 +36,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.groups_joined: list[str] = []
         await self.accept()
         lifecycle.register(self)
+        start_health_sharing()
         if lifecycle.draining:
             await self.send_frame(protocol.error_frame(
                 ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect", retryable=True))

@@ -4,13 +4,21 @@ Per deployment, in this process: a circuit breaker (opens after
 FAILURE_THRESHOLD failures within FAILURE_WINDOW_SECONDS, or for the upstream's
 Retry-After on a 429; after the cooldown one half-open probe is let through and
 its result closes or re-opens the breaker), an exponentially decayed average of
-time to first token, and the number of requests in flight.
+time to first token, and the number of requests in flight. With Redis, breaker
+changes and latency samples are shared with every gateway process (below);
+in-flight counts stay per process.
 """
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 FAILURE_THRESHOLD = 3
 FAILURE_WINDOW_SECONDS = 30.0
@@ -31,6 +39,28 @@ class HealthRegistry:
     def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
         self._by_deployment: dict[int, DeploymentHealth] = {}
+        self.sharing: "HealthSharing | None" = None
+
+    def _share(self, event: dict) -> None:
+        if self.sharing is not None:
+            try:
+                self.sharing.publish({**event, "origin": _ORIGIN})
+            except RuntimeError:
+                pass  # no running loop (sync caller): local state only
+
+    def open_breaker(self, deployment_id: int, *, for_seconds: float) -> None:
+        health = self._get(deployment_id)
+        health.open_until = max(health.open_until, self._clock() + for_seconds)
+
+    def close_breaker(self, deployment_id: int) -> None:
+        health = self._get(deployment_id)
+        health.failures.clear()
+        health.open_until, health.probing = 0.0, False
+
+    def observe_ttft(self, deployment_id: int, ttft_ms: float) -> None:
+        health = self._get(deployment_id)
+        health.ttft_ms = ttft_ms if health.ttft_ms is None else (
+            LATENCY_ALPHA * ttft_ms + (1 - LATENCY_ALPHA) * health.ttft_ms)
 
     def _get(self, deployment_id: int) -> DeploymentHealth:
         health = self._by_deployment.get(deployment_id)
@@ -57,10 +87,12 @@ class HealthRegistry:
 
     def record_success(self, deployment_id: int, ttft_ms: float) -> None:
         health = self._get(deployment_id)
-        health.failures.clear()
-        health.open_until, health.probing = 0.0, False
-        health.ttft_ms = ttft_ms if health.ttft_ms is None else (
-            LATENCY_ALPHA * ttft_ms + (1 - LATENCY_ALPHA) * health.ttft_ms)
+        was_open = health.open_until != 0.0
+        self.close_breaker(deployment_id)
+        self.observe_ttft(deployment_id, ttft_ms)
+        self._share({"kind": "ttft", "deployment": deployment_id, "ms": round(ttft_ms, 1)})
+        if was_open:
+            self._share({"kind": "closed", "deployment": deployment_id})
 
     def record_failure(self, deployment_id: int, *, retry_after_ms: int | None = None) -> None:
         health = self._get(deployment_id)
@@ -68,11 +100,15 @@ class HealthRegistry:
         health.failures.append(now)
         while health.failures and health.failures[0] < now - FAILURE_WINDOW_SECONDS:
             health.failures.popleft()
+        open_for = 0.0
         if retry_after_ms:
-            health.open_until = max(health.open_until, now + retry_after_ms / 1000)
+            open_for = retry_after_ms / 1000
         if health.probing or len(health.failures) >= FAILURE_THRESHOLD:
-            health.open_until = max(health.open_until, now + COOLDOWN_SECONDS)
+            open_for = max(open_for, COOLDOWN_SECONDS)
         health.probing = False
+        if open_for:
+            self.open_breaker(deployment_id, for_seconds=open_for)
+            self._share({"kind": "open", "deployment": deployment_id, "for_ms": int(open_for * 1000)})
 
     def ttft_ms(self, deployment_id: int) -> float | None:
         health = self._by_deployment.get(deployment_id)
@@ -87,3 +123,90 @@ class HealthRegistry:
 
 
 health = HealthRegistry()
+
+
+def start_sharing() -> None:
+    """Share this process's deployment health through Redis, if configured (idempotent)."""
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return
+    loop = asyncio.get_running_loop()
+    if health.sharing is None or getattr(health.sharing, "_loop", None) is not loop:
+        health.sharing = HealthSharing(settings.REDIS_URL, health)
+        health.sharing._loop = loop
+    health.sharing.start()
+
+
+# --- Sharing across processes ---------------------------------------------------------
+#
+# With Redis, a process that opens a breaker (or measures a time to first token)
+# publishes it; every gateway process applies what it hears to its own registry,
+# so a deployment failing in one process is skipped by all of them. Publishing is
+# fire-and-forget from the request path (never the token path); a process that
+# starts later picks up open breakers from their keys.
+
+CHANNEL = "openclaw:health"
+
+
+class HealthSharing:
+    def __init__(self, url: str, registry: HealthRegistry) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url)
+        self._registry = registry
+        self._listener: "asyncio.Task | None" = None
+        self._pending: set = set()
+
+    def start(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="health-sharing")
+
+    def publish(self, event: dict) -> None:
+        task = asyncio.get_running_loop().create_task(self._publish(event))
+        self._pending.add(task)  # keep a strong reference until it is sent
+        task.add_done_callback(self._pending.discard)
+
+    async def _publish(self, event: dict) -> None:
+        try:
+            payload = json.dumps(event)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.publish(CHANNEL, payload)
+                if event["kind"] == "open":
+                    pipe.set(f"{CHANNEL}:open:{event['deployment']}", payload,
+                             px=max(1, int(event["for_ms"])))
+                await pipe.execute()
+        except Exception:
+            log.warning("could not share deployment health", exc_info=True)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for key in self._redis.scan_iter(f"{CHANNEL}:open:*"):
+                    raw = await self._redis.get(key)
+                    if raw:
+                        self._apply(json.loads(raw), remote=True)
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._apply(json.loads(message["data"]), remote=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("deployment health subscription lost; reconnecting", exc_info=True)
+                await asyncio.sleep(1)
+
+    def _apply(self, event: dict, *, remote: bool) -> None:
+        if event.get("origin") == _ORIGIN:
+            return  # our own event, already applied
+        deployment_id = int(event["deployment"])
+        if event["kind"] == "open":
+            self._registry.open_breaker(deployment_id, for_seconds=event["for_ms"] / 1000)
+        elif event["kind"] == "ttft":
+            self._registry.observe_ttft(deployment_id, float(event["ms"]))
+        elif event["kind"] == "closed":
+            self._registry.close_breaker(deployment_id)
+
+
+_ORIGIN = uuid.uuid4().hex  # this process

@@ -126,3 +126,32 @@ async def test_a_route_edit_is_seen_by_every_gateway_process_without_restart(sta
             assert start["route"]["deployment"] == deployment
     for ws in sockets:
         await ws.close()
+
+
+async def test_a_breaker_opened_in_one_process_makes_another_skip_the_deployment(stack):
+    require("redis")  # health is shared through Redis
+    setup = ("from decimal import Decimal; from gateway.models import *; "
+             "c = ProviderCredential.objects.get(name='mock', org=None); base = Deployment.objects.get(name='gpt-4-turbo').api_base; "
+             "mk = lambda n, d: Deployment.objects.update_or_create(name=n, org=None, defaults=dict(provider='mock', "
+             "litellm_model='openai/'+n, api_base=base, credential=c, input_price_per_mtok=Decimal(1), "
+             "output_price_per_mtok=Decimal(1), extra_params={'extra_headers': {'X-Mock-Directives': d}}))[0]; "
+             "r, _ = Route.objects.update_or_create(alias='shared_health', org=None, defaults={'strategy': 'fallback'}); "
+             "r.candidates.all().delete(); "
+             "RouteCandidate.objects.create(route=r, deployment=mk('flaky', 'fault=503'), position=0); "
+             "RouteCandidate.objects.create(route=r, deployment=mk('steady', 'rate=0 ttft_ms=0'), position=1)")
+    await asyncio.to_thread(stack.manage, "shell", "-c", setup)
+    second_port = stack.start_gateway()
+    first = await authed_socket(stack.url(), stack.api_key)
+    second = await authed_socket(stack.url(second_port), stack.api_key)
+    await asyncio.sleep(1.5)  # both subscribed; route cache expired
+    request = {"type": "llm_request", "model": "shared_health", "prompt": "x [[mock tokens=2]]"}
+    for i in range(3):  # three failures of 'flaky' in the first process open its breaker
+        await send_frame(first, {**request, "request_id": f"p1-{i}"})
+        start = (await collect(first))[f"p1-{i}"][0]
+        assert start["route"]["attempts"][0]["deployment"] == "flaky"
+    await asyncio.sleep(0.5)
+    await send_frame(second, {**request, "request_id": "p2"})
+    start = (await collect(second))["p2"][0]
+    assert start["route"]["deployment"] == "steady" and start["route"]["attempts"] == []
+    for ws in (first, second):
+        await ws.close()
