@@ -111,6 +111,7 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         finally:
             await stream.close()
             health.end_attempt(target.deployment_id)
+            health.record_tokens(target.deployment_id, draft.prompt_tokens + len(text_parts))
         if not started:
             await send(start_frame)  # an empty completion still gets start and end
             started = True

@@ -33,6 +33,8 @@ class DeploymentHealth:
     probing: bool = False
     ttft_ms: float | None = None
     in_flight: int = 0
+    # (time, tokens) of recent requests, for per-minute caps.
+    recent: deque = field(default_factory=deque)
 
 
 class HealthRegistry:
@@ -75,9 +77,35 @@ class HealthRegistry:
             return True
         return self._clock() >= health.open_until and not health.probing
 
+    def has_capacity(self, target) -> bool:
+        """Below the deployment's requests/tokens per minute and concurrency caps (this process)."""
+        if not (target.rpm_limit or target.tpm_limit or target.max_concurrency):
+            return True
+        health = self._by_deployment.get(target.deployment_id)
+        if health is None:
+            return True
+        if target.max_concurrency and health.in_flight >= target.max_concurrency:
+            return False
+        cutoff = self._clock() - 60
+        while health.recent and health.recent[0][0] < cutoff:
+            health.recent.popleft()
+        if target.rpm_limit and len(health.recent) >= target.rpm_limit:
+            return False
+        if target.tpm_limit and sum(tokens for _, tokens in health.recent) >= target.tpm_limit:
+            return False
+        return True
+
+    def record_tokens(self, deployment_id: int, tokens: int) -> None:
+        """Count a finished request's tokens toward the per-minute token cap."""
+        health = self._get(deployment_id)
+        if health.recent:
+            at, counted = health.recent[-1]
+            health.recent[-1] = (at, counted + tokens)
+
     def begin_attempt(self, deployment_id: int) -> None:
         health = self._get(deployment_id)
         health.in_flight += 1
+        health.recent.append((self._clock(), 0))
         if health.open_until and self._clock() >= health.open_until:
             health.probing = True  # half-open: this request is the probe
 

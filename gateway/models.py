@@ -64,6 +64,10 @@ class Deployment(models.Model):
     max_output_tokens = models.PositiveIntegerField(default=4096)
     tags = models.JSONField(default=list, blank=True, help_text='capability tags, e.g. ["legal", "vision"]')
     region = models.CharField(max_length=50, blank=True)
+    # The provider's quota, as routing should respect it (per gateway process).
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="requests per minute")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="tokens per minute")
+    max_concurrency = models.PositiveIntegerField(null=True, blank=True, help_text="requests in flight")
     weight = models.PositiveIntegerField(default=1)
     enabled = models.BooleanField(default=True)
     connect_timeout_ms = models.PositiveIntegerField(default=5_000)

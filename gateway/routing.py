@@ -42,6 +42,9 @@ class Target:
     max_output_tokens: int
     tags: tuple[str, ...]
     region: str
+    rpm_limit: int | None
+    tpm_limit: int | None
+    max_concurrency: int | None
     connect_timeout_s: float
     first_token_timeout_s: float
     idle_timeout_s: float
@@ -62,6 +65,9 @@ class Target:
             max_output_tokens=deployment.max_output_tokens,
             tags=tuple(deployment.tags or ()),
             region=deployment.region,
+            rpm_limit=deployment.rpm_limit,
+            tpm_limit=deployment.tpm_limit,
+            max_concurrency=deployment.max_concurrency,
             connect_timeout_s=deployment.connect_timeout_ms / 1000,
             first_token_timeout_s=deployment.first_token_timeout_ms / 1000,
             idle_timeout_s=deployment.idle_timeout_ms / 1000,
@@ -167,6 +173,9 @@ def _decide(principal: KeyPrincipal, name: str, found: _Found, request_id: str, 
                            request_id=request_id, retryable=True, retry_after_ms=5_000)
     strategy = strategy or found.strategy
     ordered, reason = order_candidates(strategy, list(found.candidates), health=health, rng=_rng)
+    if not ordered:
+        raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT, f"route {name!r}: {reason}", request_id=request_id,
+                           retryable=True, retry_after_ms=1_000)
     return RouteDecision(candidates=[c.target for c in ordered], strategy=strategy, reason=reason,
                          route=found.route_alias, max_attempts=found.max_attempts)
 

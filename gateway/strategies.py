@@ -24,13 +24,18 @@ class Candidate:
 
 def order_candidates(strategy: str, candidates: list[Candidate], *, health: HealthRegistry,
                      rng: random.Random) -> tuple[list[Candidate], str]:
-    """(candidates in the order to try them, why the first one). Unavailable
-    (breaker open) candidates go last, so they are tried only if all else failed."""
+    """(candidates in the order to try them, why the first one). Candidates at a
+    capacity cap are skipped (not overloaded); unavailable (breaker open) ones go
+    last, so they are tried only if all else failed."""
     healthy = [c for c in candidates if health.is_available(c.target.deployment_id)]
-    resting = [c for c in candidates if c not in healthy]
+    at_capacity = [c for c in healthy if not health.has_capacity(c.target)]
+    healthy = [c for c in healthy if c not in at_capacity]
+    resting = [c for c in candidates if c not in healthy and c not in at_capacity]
     by_position = sorted(healthy, key=lambda c: c.position)
     n = len(healthy)
     if not healthy:
+        if at_capacity and not resting:
+            return [], f"all {len(at_capacity)} candidates are at their capacity caps"
         return sorted(resting, key=lambda c: c.position), "every candidate's breaker is open; trying anyway"
     if strategy == "cost":
         ordered = sorted(by_position, key=lambda c: c.target.prices.input_per_mtok + c.target.prices.output_per_mtok)

@@ -11,6 +11,7 @@ docs/operations.md for every variable.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -141,8 +142,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Tests use a file, like the embedded default itself: an in-memory shared-cache
     # database locks whole tables across threads ("database table is locked",
     # with no busy wait), which the gateway's separate usage-writer thread hits.
+    # One file per test run, so two runs side by side do not share it.
     DATABASES["default"]["TEST"] = {
-        "NAME": env_str("OPENCLAW_TEST_DB_NAME") or str(DATA_DIR / "test_openclaw.sqlite3"),
+        "NAME": env_str("OPENCLAW_TEST_DB_NAME")
+        or str(Path(tempfile.gettempdir()) / f"openclaw-test-{os.getpid()}.sqlite3"),
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

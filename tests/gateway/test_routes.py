@@ -81,10 +81,11 @@ def test_a_candidate_of_another_org_is_refused(db, org, other_org, make_deployme
 
 # --- strategies (pure) ----------------------------------------------------------------
 
-def target(i, *, price="1", **kwargs):
+def target(i, *, price="1", rpm=None, tpm=None, concurrency=None):
     return Target(deployment_id=i, name=f"d{i}", provider="mock", litellm_model="openai/x", api_base="",
                   api_key=None, extra_params={}, prices=_prices(price), context_window=8000,
-                  max_output_tokens=1000, tags=(), region="", connect_timeout_s=1, first_token_timeout_s=1,
+                  max_output_tokens=1000, tags=(), region="", rpm_limit=rpm, tpm_limit=tpm,
+                  max_concurrency=concurrency, connect_timeout_s=1, first_token_timeout_s=1,
                   idle_timeout_s=1, total_timeout_s=1)
 
 
@@ -133,6 +134,41 @@ def test_latency_prefers_the_fastest_but_explores_a_little():
     firsts = Counter(order_candidates("latency", candidates, health=health, rng=rng)[0][0].target.deployment_id
                      for _ in range(2000))
     assert 0.01 < firsts[1] / 2000 < 0.10  # the slow one still gets the exploration share
+
+
+def test_a_deployment_at_its_capacity_cap_is_skipped_not_overloaded():
+    now = [0.0]
+    health = HealthRegistry(clock=lambda: now[0])
+    capped = Candidate(target(1, price="0.1", rpm=2, concurrency=1), 1, 0)
+    spare = Candidate(target(2, price="9"), 1, 1)
+
+    def first():
+        ordered, _ = order_candidates("cost", [capped, spare], health=health, rng=random.Random(1))
+        return [c.target.deployment_id for c in ordered]
+
+    assert first() == [1, 2]
+    health.begin_attempt(1)
+    assert first() == [2]  # one in flight = its concurrency cap
+    health.end_attempt(1)
+    health.begin_attempt(1)
+    health.end_attempt(1)
+    assert first() == [2]  # two requests this minute = its rpm cap
+    now[0] = 61
+    assert first() == [1, 2]
+
+
+def test_a_token_per_minute_cap_counts_finished_requests():
+    health = HealthRegistry(clock=lambda: 0.0)
+    capped = Candidate(target(1, tpm=1000), 1, 0)
+    health.begin_attempt(1)
+    health.end_attempt(1)
+    health.record_tokens(1, 999)
+    assert order_candidates("fallback", [capped], health=health, rng=random.Random(1))[0]
+    health.begin_attempt(1)
+    health.end_attempt(1)
+    health.record_tokens(1, 1)
+    ordered, reason = order_candidates("fallback", [capped], health=health, rng=random.Random(1))
+    assert ordered == [] and "capacity" in reason
 
 
 def test_the_breaker_opens_cools_down_and_recovers_through_a_probe():
