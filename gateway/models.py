@@ -189,5 +189,22 @@ class RoutingPolicy(models.Model):
         from gateway.rules import validate_rules
 
         problems = validate_rules(self.rules)
+        if not problems:
+            problems = self._unknown_targets()
         if problems:
             raise ValidationError({"rules": problems})
+
+    def _unknown_targets(self) -> list[str]:
+        """Rules may only name routes and deployments this policy's org can resolve."""
+        owners = Q(org__isnull=True) | (Q(org_id=self.org_id) if self.org_id else Q(pk__in=[]))
+        problems = []
+        for index, rule in enumerate(self.rules):
+            then = rule.get("then", {})
+            for kind, model in (("route", Route), ("deployment", Deployment)):
+                name = then.get(kind)
+                if name is None:
+                    continue
+                lookup = {"alias": name} if kind == "route" else {"name": name}
+                if not model.objects.filter(owners, **lookup).exists():
+                    problems.append(f"rules[{index}].then.{kind}: no {kind} named {name!r} for this organization")
+        return problems

@@ -87,3 +87,17 @@ def test_an_invalid_policy_is_refused_with_every_problem_named(org):
     messages = caught.value.message_dict["rules"]
     assert len(messages) == 2
     assert messages[0].startswith("rules[0].when.regex[1]") and messages[1].startswith("rules[1].when.eq[0]")
+
+
+def test_a_policy_naming_an_unknown_route_or_another_orgs_deployment_is_refused(org, other_org, make_deployment):
+    make_deployment("theirs", org=other_org)
+    policy = RoutingPolicy(org=org, rules=[
+        {"name": "a", "when": True, "then": {"route": "nowhere"}, "stop": False},
+        {"name": "b", "when": True, "then": {"deployment": "theirs"}},
+    ])
+    with pytest.raises(ValidationError) as caught:
+        policy.full_clean()
+    assert caught.value.message_dict["rules"] == [
+        "rules[0].then.route: no route named 'nowhere' for this organization",
+        "rules[1].then.deployment: no deployment named 'theirs' for this organization",
+    ]

@@ -205,12 +205,12 @@ pytestmark_consumer = pytest.mark.django_db(transaction=True)  # consumer tests 
 
 @pytest.fixture
 def failing_then_healthy(make_deployment, make_route):
-    broken = make_deployment("broken", extra_params={"extra_headers": {"X-Mock-Directives": "fault=503"}})
-    hung = make_deployment("hung", first_token_timeout_ms=300,
-                           extra_params={"extra_headers": {"X-Mock-Directives": "fault=hang"}})
-    healthy = make_deployment("healthy")
-    make_route("resilient", "fallback", [broken, hung, healthy])
-    return broken, hung, healthy
+    def faulty(name, directives, **fields):
+        return make_deployment(name, extra_params={"extra_headers": {"X-Mock-Directives": directives}}, **fields)
+
+    failing = [faulty("errors", "fault=500"), faulty("limited", "fault=429 retry_after=30"),
+               faulty("broken", "fault=503"), faulty("hung", "fault=hang", first_token_timeout_ms=300)]
+    make_route("resilient", "fallback", [*failing, make_deployment("healthy")], max_attempts=5)
 
 
 @pytestmark_consumer
@@ -224,12 +224,18 @@ async def test_a_failing_deployment_is_skipped_and_the_client_gets_a_complete_an
     assert start["type"] == "llm_response_start" and end["type"] == "llm_response_end"
     route = start["route"]
     assert route["deployment"] == "healthy" and route["route"] == "resilient" and route["strategy"] == "fallback"
-    assert [(a["deployment"], a["error"]) for a in route["attempts"]] == [("broken", "HTTP 503"), ("hung", "timeout")]
+    assert [(a["deployment"], a["error"]) for a in route["attempts"]] == [
+        ("errors", "HTTP 500"), ("limited", "HTTP 429"), ("broken", "HTTP 503"), ("hung", "timeout")]
     assert route["reason"] == "fallback after timeout from hung"
     assert len(text_of(frames).split()) == 6
+    # The 429's Retry-After opened that deployment's breaker: the next request skips it.
+    await send_frame(comm, {"type": "llm_request", "request_id": "fb2", "model": "resilient",
+                            "prompt": "again [[mock tokens=2]]"})
+    attempts = (await collect(comm))["fb2"][0]["route"]["attempts"]
+    assert "limited" not in [a["deployment"] for a in attempts]
     await comm.disconnect()
     record = await usage_of("fb")
-    assert record.deployment_name == "healthy" and len(record.route["attempts"]) == 2
+    assert record.deployment_name == "healthy" and len(record.route["attempts"]) == 4
 
 
 @pytestmark_consumer
