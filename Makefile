@@ -29,6 +29,7 @@ test-embedded: $(STAMP)
 
 test-services: $(STAMP)
 	@if [ -n "$$CI" ] || $(PY) -m tests.support.services --quiet; then \
+		$(PY) -c "import redis; redis.from_url('$(TEST_REDIS_URL)').flushdb()" && \
 		DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest; \
 	else \
 		echo "PostgreSQL or Redis not reachable: skipping the services pass (CI=1 makes it required)"; \

@@ -110,7 +110,7 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             result = stream.result
         finally:
             await stream.close()
-            health.end_attempt(target.deployment_id)
+            health.end_attempt(target.deployment_id, stream.attempt_id)
             health.record_tokens(target.deployment_id, draft.prompt_tokens + len(text_parts))
         if not started:
             await send(start_frame)  # an empty completion still gets start and end
@@ -206,13 +206,13 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
         )
         stream = UpstreamStream(call)
         attempt_started = time.monotonic()
-        health.begin_attempt(target.deployment_id)
+        stream.attempt_id = health.begin_attempt(target.deployment_id)
         try:
             await stream.__aenter__()
             first = await anext(stream.deltas(), None)
         except UpstreamError as exc:
             await stream.close()
-            health.end_attempt(target.deployment_id)
+            health.end_attempt(target.deployment_id, stream.attempt_id)
             health.record_failure(target.deployment_id, retry_after_ms=exc.retry_after_ms)
             error = f"HTTP {exc.status}" if exc.status else ("timeout" if exc.code == ErrorCode.UPSTREAM_TIMEOUT
                                                              else "connection failure")
@@ -221,7 +221,7 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
             continue
         except BaseException:
             await stream.close()
-            health.end_attempt(target.deployment_id)
+            health.end_attempt(target.deployment_id, stream.attempt_id)
             raise
         health.record_success(target.deployment_id, (time.monotonic() - attempt_started) * 1000)
         return stream, first, target, max_tokens

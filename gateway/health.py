@@ -35,6 +35,9 @@ class DeploymentHealth:
     in_flight: int = 0
     # (time, tokens) of recent requests, for per-minute caps.
     recent: deque = field(default_factory=deque)
+    # Counts across every gateway process (in flight, requests and tokens in the
+    # last minute), read from Redis just before routing; None without Redis.
+    shared: tuple[int, int, int] | None = None
 
 
 class HealthRegistry:
@@ -78,22 +81,30 @@ class HealthRegistry:
         return self._clock() >= health.open_until and not health.probing
 
     def has_capacity(self, target) -> bool:
-        """Below the deployment's requests/tokens per minute and concurrency caps (this process)."""
+        """Below the deployment's requests/tokens per minute and concurrency caps
+        (across all processes when Redis shares the counts, else in this one)."""
         if not (target.rpm_limit or target.tpm_limit or target.max_concurrency):
             return True
         health = self._by_deployment.get(target.deployment_id)
         if health is None:
             return True
-        if target.max_concurrency and health.in_flight >= target.max_concurrency:
+        if health.shared is not None:
+            in_flight, requests, tokens = health.shared
+        else:
+            cutoff = self._clock() - 60
+            while health.recent and health.recent[0][0] < cutoff:
+                health.recent.popleft()
+            in_flight, requests, tokens = health.in_flight, len(health.recent), sum(t for _, t in health.recent)
+        if target.max_concurrency and in_flight >= target.max_concurrency:
             return False
-        cutoff = self._clock() - 60
-        while health.recent and health.recent[0][0] < cutoff:
-            health.recent.popleft()
-        if target.rpm_limit and len(health.recent) >= target.rpm_limit:
+        if target.rpm_limit and requests >= target.rpm_limit:
             return False
-        if target.tpm_limit and sum(tokens for _, tokens in health.recent) >= target.tpm_limit:
+        if target.tpm_limit and tokens >= target.tpm_limit:
             return False
         return True
+
+    def set_shared_counts(self, deployment_id: int, counts: tuple[int, int, int]) -> None:
+        self._get(deployment_id).shared = counts
 
     def record_tokens(self, deployment_id: int, tokens: int) -> None:
         """Count a finished request's tokens toward the per-minute token cap."""
@@ -101,17 +112,26 @@ class HealthRegistry:
         if health.recent:
             at, counted = health.recent[-1]
             health.recent[-1] = (at, counted + tokens)
+        if self.sharing is not None:
+            self.sharing.count_tokens(deployment_id, tokens)
 
-    def begin_attempt(self, deployment_id: int) -> None:
+    def begin_attempt(self, deployment_id: int) -> str:
+        """Count an attempt in flight; returns its id (for end_attempt)."""
         health = self._get(deployment_id)
         health.in_flight += 1
         health.recent.append((self._clock(), 0))
+        attempt_id = uuid.uuid4().hex
+        if self.sharing is not None:
+            self.sharing.count_attempt(deployment_id, attempt_id, begin=True)
         if health.open_until and self._clock() >= health.open_until:
             health.probing = True  # half-open: this request is the probe
+        return attempt_id
 
-    def end_attempt(self, deployment_id: int) -> None:
+    def end_attempt(self, deployment_id: int, attempt_id: str | None = None) -> None:
         health = self._get(deployment_id)
         health.in_flight = max(0, health.in_flight - 1)
+        if self.sharing is not None and attempt_id:
+            self.sharing.count_attempt(deployment_id, attempt_id, begin=False)
 
     def record_success(self, deployment_id: int, ttft_ms: float) -> None:
         health = self._get(deployment_id)
@@ -144,7 +164,9 @@ class HealthRegistry:
 
     def in_flight(self, deployment_id: int) -> int:
         health = self._by_deployment.get(deployment_id)
-        return health.in_flight if health else 0
+        if health is None:
+            return 0
+        return health.shared[0] if health.shared is not None else health.in_flight
 
     def clear(self) -> None:
         self._by_deployment.clear()
@@ -175,14 +197,21 @@ def start_sharing() -> None:
 # starts later picks up open breakers from their keys.
 
 CHANNEL = "openclaw:health"
+IN_FLIGHT_TTL_SECONDS = 900.0  # longer than any deployment's total timeout should be
 
 
 class HealthSharing:
     def __init__(self, url: str, registry: HealthRegistry) -> None:
         import redis.asyncio as redis
 
+        from django.db import connection
+
         self._redis = redis.from_url(url)
         self._registry = registry
+        # Keys name deployments by their row id, so they are namespaced by the
+        # database: processes sharing one database share health, and two
+        # databases on one Redis (tests, staging) never mix.
+        self.prefix = f"{CHANNEL}:{connection.settings_dict['NAME']}"
         self._listener: "asyncio.Task | None" = None
         self._pending: set = set()
 
@@ -199,9 +228,9 @@ class HealthSharing:
         try:
             payload = json.dumps(event)
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.publish(CHANNEL, payload)
+                pipe.publish(self.prefix, payload)
                 if event["kind"] == "open":
-                    pipe.set(f"{CHANNEL}:open:{event['deployment']}", payload,
+                    pipe.set(f"{self.prefix}:open:{event['deployment']}", payload,
                              px=max(1, int(event["for_ms"])))
                 await pipe.execute()
         except Exception:
@@ -210,12 +239,12 @@ class HealthSharing:
     async def _listen(self) -> None:
         while True:
             try:
-                async for key in self._redis.scan_iter(f"{CHANNEL}:open:*"):
+                async for key in self._redis.scan_iter(f"{self.prefix}:open:*"):
                     raw = await self._redis.get(key)
                     if raw:
                         self._apply(json.loads(raw), remote=True)
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(self.prefix)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             self._apply(json.loads(message["data"]), remote=True)
@@ -224,6 +253,70 @@ class HealthSharing:
             except Exception:
                 log.warning("deployment health subscription lost; reconnecting", exc_info=True)
                 await asyncio.sleep(1)
+
+    # Counters shared by every process. In flight: a sorted set of attempt ids scored
+    # by when they expire (a crashed process's attempts age out); requests: a sorted
+    # set of the last minute's attempts; tokens: per-minute buckets, read as the
+    # current bucket plus the previous one weighted by the part of it still inside
+    # the sliding minute.
+    def count_attempt(self, deployment_id: int, attempt_id: str, *, begin: bool) -> None:
+        self._fire(self._count_attempt(deployment_id, attempt_id, begin))
+
+    def count_tokens(self, deployment_id: int, tokens: int) -> None:
+        self._fire(self._count_tokens(deployment_id, tokens))
+
+    def _fire(self, coroutine) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coroutine)
+        except RuntimeError:
+            coroutine.close()
+            return
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _count_attempt(self, deployment_id: int, attempt_id: str, begin: bool) -> None:
+        now = time.time()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if begin:
+                    pipe.zadd(f"{self.prefix}:inflight:{deployment_id}", {attempt_id: now + IN_FLIGHT_TTL_SECONDS})
+                    pipe.zadd(f"{self.prefix}:requests:{deployment_id}", {attempt_id: now})
+                    pipe.expire(f"{self.prefix}:requests:{deployment_id}", 120)
+                    pipe.expire(f"{self.prefix}:inflight:{deployment_id}", int(IN_FLIGHT_TTL_SECONDS) * 2)
+                else:
+                    pipe.zrem(f"{self.prefix}:inflight:{deployment_id}", attempt_id)
+                await pipe.execute()
+        except Exception:
+            log.warning("could not share in-flight counts", exc_info=True)
+
+    async def _count_tokens(self, deployment_id: int, tokens: int) -> None:
+        minute = int(time.time() // 60)
+        key = f"{self.prefix}:tokens:{deployment_id}:{minute}"
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(key, tokens)
+                pipe.expire(key, 180)
+                await pipe.execute()
+        except Exception:
+            log.warning("could not share token counts", exc_info=True)
+
+    async def refresh_counts(self, deployment_ids: list[int]) -> None:
+        """Read every process's counts for these deployments into the registry."""
+        now = time.time()
+        minute, into = divmod(now, 60)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for deployment_id in deployment_ids:
+                pipe.zremrangebyscore(f"{self.prefix}:inflight:{deployment_id}", "-inf", now)
+                pipe.zcard(f"{self.prefix}:inflight:{deployment_id}")
+                pipe.zremrangebyscore(f"{self.prefix}:requests:{deployment_id}", "-inf", now - 60)
+                pipe.zcard(f"{self.prefix}:requests:{deployment_id}")
+                pipe.get(f"{self.prefix}:tokens:{deployment_id}:{int(minute)}")
+                pipe.get(f"{self.prefix}:tokens:{deployment_id}:{int(minute) - 1}")
+            results = await pipe.execute()
+        for index, deployment_id in enumerate(deployment_ids):
+            _, in_flight, _, requests, current, previous = results[index * 6:(index + 1) * 6]
+            tokens = int(current or 0) + int(int(previous or 0) * (60 - into) / 60)
+            self._registry.set_shared_counts(deployment_id, (int(in_flight), int(requests), tokens))
 
     def _apply(self, event: dict, *, remote: bool) -> None:
         if event.get("origin") == _ORIGIN:

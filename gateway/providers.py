@@ -101,6 +101,7 @@ class UpstreamStream:
         self.result = StreamResult()
         self._response = None
         self._deltas = None
+        self.attempt_id: str | None = None  # the routing health registry's id for this attempt
         self._deadline = 0.0
 
     async def __aenter__(self) -> "UpstreamStream":

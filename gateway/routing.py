@@ -7,6 +7,7 @@ produces a first token. The key's allow-list applies to the name the client sent
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from tenants.access import KeyPrincipal
 
 if TYPE_CHECKING:
     from gateway.policies import PolicyOutcome
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,21 @@ def _decide(principal: KeyPrincipal, name: str, found: _Found, request_id: str, 
 _rng = random.Random()
 
 
+async def _refresh_shared_counts(found: _Found, strategy: str | None) -> None:
+    """With Redis, read every process's in-flight and per-minute counts for the
+    candidates whose caps (or the least-busy strategy) need them: one round trip."""
+    if health.sharing is None or found.kind != "route":
+        return
+    least_busy = (strategy or found.strategy) == "least_busy"
+    ids = [c.target.deployment_id for c in found.candidates
+           if least_busy or c.target.rpm_limit or c.target.tpm_limit or c.target.max_concurrency]
+    if ids:
+        try:
+            await health.sharing.refresh_counts(ids)
+        except Exception:
+            log.warning("shared deployment counts unavailable; using this process's", exc_info=True)
+
+
 def _check_allowed(principal: KeyPrincipal, name: str, request_id: str) -> None:
     if not principal.may_request(name):
         raise GatewayError(ErrorCode.FORBIDDEN, f"this API key may not use {name!r}", request_id=request_id)
@@ -219,8 +237,9 @@ async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id
         _resolution_cache[key] = (now + RESOLUTION_CACHE_SECONDS, found)
     else:
         found = cached[1]
-    decision = _decide(principal, name, found, request_id,
-                       strategy=policy.strategy if policy is not None else None)
+    strategy = policy.strategy if policy is not None else None
+    await _refresh_shared_counts(found, strategy)
+    decision = _decide(principal, name, found, request_id, strategy=strategy)
     if policy is not None and policy.rules:
         decision.rules = list(policy.rules)
     return decision

@@ -155,3 +155,32 @@ async def test_a_breaker_opened_in_one_process_makes_another_skip_the_deployment
     assert start["route"]["deployment"] == "steady" and start["route"]["attempts"] == []
     for ws in (first, second):
         await ws.close()
+
+
+async def test_a_concurrency_cap_is_counted_across_gateway_processes(stack):
+    require("redis")  # in-flight counts are shared through Redis
+    setup = ("from decimal import Decimal; from gateway.models import *; "
+             "c = ProviderCredential.objects.get(name='mock', org=None); base = Deployment.objects.get(name='gpt-4-turbo').api_base; "
+             "mk = lambda n, p, **kw: Deployment.objects.update_or_create(name=n, org=None, defaults=dict(provider='mock', "
+             "litellm_model='openai/'+n, api_base=base, credential=c, input_price_per_mtok=Decimal(p), "
+             "output_price_per_mtok=Decimal(p), **kw))[0]; "
+             "r, _ = Route.objects.update_or_create(alias='capped_shared', org=None, defaults={'strategy': 'cost'}); "
+             "r.candidates.all().delete(); "
+             "RouteCandidate.objects.create(route=r, deployment=mk('cheap-single', '1', max_concurrency=1)); "
+             "RouteCandidate.objects.create(route=r, deployment=mk('pricier', '5'))")
+    await asyncio.to_thread(stack.manage, "shell", "-c", setup)
+    second_port = stack.start_gateway()
+    first = await authed_socket(stack.url(), stack.api_key)
+    second = await authed_socket(stack.url(second_port), stack.api_key)
+    await asyncio.sleep(1.2)
+    await send_frame(first, {"type": "llm_request", "request_id": "holds", "model": "capped_shared",
+                             "prompt": "x [[mock tokens=400 rate=50 ttft_ms=0]]"})
+    start = await next_frame(first)
+    assert start["route"]["deployment"] == "cheap-single"
+    await send_frame(second, {"type": "llm_request", "request_id": "other", "model": "capped_shared",
+                              "prompt": "y [[mock tokens=2 rate=0 ttft_ms=0]]"})
+    frames = (await collect(second))["other"]
+    assert frames[0]["route"]["deployment"] == "pricier" and frames[0]["route"]["attempts"] == []
+    await send_frame(first, {"type": "cancel", "request_id": "holds"})
+    for ws in (first, second):
+        await ws.close()
