@@ -251,6 +251,11 @@ class HealthSharing:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                # redis-py turns a cancel that lands mid-read into TimeoutError:
+                # if this task is being cancelled, stop instead of reconnecting.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
                 log.warning("deployment health subscription lost; reconnecting", exc_info=True)
                 await asyncio.sleep(1)
 

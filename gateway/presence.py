@@ -85,15 +85,18 @@ class RedisPresence:
                 await pipe.execute()
 
 
-_by_loop: dict[int, LocalPresence | RedisPresence] = {}
+_current: tuple[asyncio.AbstractEventLoop, "LocalPresence | RedisPresence"] | None = None
 
 
 def presence() -> LocalPresence | RedisPresence:
-    """The presence registry of the running event loop (clients are bound to a loop)."""
+    """The presence registry of the running event loop (Redis clients are bound to a loop).
+
+    The loop object itself is kept and compared, not its id(): a closed loop's id
+    can be reused by the next one, which would hand out a client of a dead loop.
+    """
+    global _current
     loop = asyncio.get_running_loop()
-    registry = _by_loop.get(id(loop))
-    if registry is None:
-        _by_loop.clear()  # one serving loop per process; tests make a loop per test
+    if _current is None or _current[0] is not loop:
         registry = RedisPresence(settings.REDIS_URL) if settings.REDIS_URL else LocalPresence()
-        _by_loop[id(loop)] = registry
-    return registry
+        _current = (loop, registry)
+    return _current[1]
