@@ -22,6 +22,20 @@ from tenants.access import AuthenticationFailed, KeyPrincipal
 
 log = logging.getLogger(__name__)
 
+# channels-redis draws a connection from a pool of 100 that fails, rather than
+# waits, when exhausted: a burst of sockets authenticating at once (a reconnect
+# storm) must queue for group membership changes instead of crashing with 1011.
+_GROUP_OPS_AT_ONCE = 32
+_group_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+
+def group_slots() -> asyncio.Semaphore:
+    global _group_slots
+    loop = asyncio.get_running_loop()
+    if _group_slots is None or _group_slots[0] is not loop:
+        _group_slots = (loop, asyncio.Semaphore(_GROUP_OPS_AT_ONCE))
+    return _group_slots[1]
+
 
 class GatewayConsumer(AsyncWebsocketConsumer):
     principal: KeyPrincipal | None = None
@@ -56,7 +70,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # Each task closes its upstream stream and hands its usage record over.
         await self.stop_requests("client_gone")
         for group in self.groups_joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
+            async with group_slots():
+                await self.channel_layer.group_discard(group, self.channel_name)
         if self.presence_token:
             await presence().release(self.principal.key_public_id, self.presence_token)
 
@@ -164,7 +179,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if self.channel_layer is not None:
             # Control messages (revocation, suspension) reach this socket from any process.
             for group in (key_group(principal.key_public_id), org_group(principal.org_public_id)):
-                await self.channel_layer.group_add(group, self.channel_name)
+                async with group_slots():
+                    await self.channel_layer.group_add(group, self.channel_name)
                 self.groups_joined.append(group)
         await self.send_frame(protocol.auth_ok_frame(
             org=principal.org_slug, key_prefix=principal.key_prefix,

@@ -202,11 +202,11 @@ IN_FLIGHT_TTL_SECONDS = 900.0  # longer than any deployment's total timeout shou
 
 class HealthSharing:
     def __init__(self, url: str, registry: HealthRegistry) -> None:
-        import redis.asyncio as redis
-
         from django.db import connection
 
-        self._redis = redis.from_url(url)
+        from gateway.presence import shared_redis_client
+
+        self._redis = shared_redis_client(url)
         self._registry = registry
         # Keys name deployments by their row id, so they are namespaced by the
         # database: processes sharing one database share health, and two

@@ -48,11 +48,19 @@ class LocalPresence:
                 del self._members[key_id]
 
 
+def shared_redis_client(url: str):
+    """A Redis client whose pool waits for a free connection instead of failing:
+    redis-py's default pool raises "Too many connections" past 100 at once, and
+    a burst of sockets authenticating together must queue, not crash (close 1011)."""
+    import redis.asyncio as redis
+
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=50, timeout=10)
+    return redis.Redis(connection_pool=pool)
+
+
 class RedisPresence:
     def __init__(self, url: str) -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis.from_url(url)
+        self._redis = shared_redis_client(url)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._mine: dict[tuple[str, str], None] = {}
         self._refresher: asyncio.Task | None = None

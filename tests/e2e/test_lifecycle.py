@@ -184,3 +184,16 @@ async def test_a_concurrency_cap_is_counted_across_gateway_processes(stack):
     await send_frame(first, {"type": "cancel", "request_id": "holds"})
     for ws in (first, second):
         await ws.close()
+
+
+async def test_a_burst_of_sockets_authenticating_at_once_is_served(stack):
+    # More at once than redis-py's default pool of 100 connections (a reconnect storm).
+    port = stack.start_gateway(OPENCLAW_MAX_CONNECTIONS_PER_KEY="1000")
+
+    async def connect_and_auth():
+        async with websockets.connect(stack.url(port)) as ws:
+            await send_frame(ws, {"type": "auth", "token": stack.api_key})
+            return (await next_frame(ws, timeout=30))["type"]
+
+    results = await asyncio.gather(*(connect_and_auth() for _ in range(150)), return_exceptions=True)
+    assert results.count("auth_ok") == 150, [r for r in results if r != "auth_ok"][:3]
