@@ -67,20 +67,18 @@ class UsageRecorder:
                 self._idle.set()
 
     async def _write(self, batch: list[UsageDraft]) -> None:
+        """Write the batch, retrying with backoff (then every RETRY_DELAYS[-1] s) until it lands."""
         loop = asyncio.get_running_loop()
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        attempt = 0
+        while True:
             try:
                 await loop.run_in_executor(self._executor, _write_batch, batch)
                 return
             except Exception:
-                if delay is None:
-                    # Still keep them: put the batch back and keep trying, slowly.
-                    log.exception("usage recorder: %d records not written yet; retrying", len(batch))
-                    await asyncio.sleep(RETRY_DELAYS[-1])
-                    return await self._write(batch)
-                log.warning("usage recorder: write failed (attempt %d), retrying", attempt + 1, exc_info=True)
-                await asyncio.sleep(delay)
-
+                log.warning("usage recorder: %d records not written yet (attempt %d); retrying",
+                            len(batch), attempt + 1, exc_info=True)
+                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                attempt += 1
 
     def close_connections(self) -> None:
         """Close the writer thread's database connection (process exit, test teardown)."""

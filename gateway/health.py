@@ -242,12 +242,12 @@ class HealthSharing:
                 async for key in self._redis.scan_iter(f"{self.prefix}:open:*"):
                     raw = await self._redis.get(key)
                     if raw:
-                        self._apply(json.loads(raw), remote=True)
+                        self._apply(json.loads(raw))
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.prefix)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self._apply(json.loads(message["data"]), remote=True)
+                            self._apply(json.loads(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -323,7 +323,7 @@ class HealthSharing:
             tokens = int(current or 0) + int(int(previous or 0) * (60 - into) / 60)
             self._registry.set_shared_counts(deployment_id, (int(in_flight), int(requests), tokens))
 
-    def _apply(self, event: dict, *, remote: bool) -> None:
+    def _apply(self, event: dict) -> None:
         if event.get("origin") == _ORIGIN:
             return  # our own event, already applied
         deployment_id = int(event["deployment"])

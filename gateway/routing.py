@@ -160,8 +160,7 @@ def _route_found(route: Route, owner: str) -> _Found:
                   max_attempts=route.max_attempts, candidates=tuple(candidates))
 
 
-def _decide(principal: KeyPrincipal, name: str, found: _Found, request_id: str, *,
-            strategy: str | None = None) -> RouteDecision:
+def _decide(name: str, found: _Found, request_id: str, *, strategy: str | None = None) -> RouteDecision:
     if found.kind == "":
         raise GatewayError(ErrorCode.NOT_FOUND, f"unknown model or route {name!r}", request_id=request_id)
     if found.kind == "deployment":
@@ -209,7 +208,7 @@ def _check_allowed(principal: KeyPrincipal, name: str, request_id: str) -> None:
 def resolve_model(principal: KeyPrincipal, name: str, *, request_id: str) -> RouteDecision:
     """Pick the deployments for `name` or raise GatewayError 403/404/503 (reads the database)."""
     _check_allowed(principal, name, request_id)
-    return _decide(principal, name, find_deployment(principal.org_id, name), request_id)
+    return _decide(name, find_deployment(principal.org_id, name), request_id)
 
 
 # Resolution results are kept this long per (org, name) in each process: a
@@ -239,7 +238,7 @@ async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id
         found = cached[1]
     strategy = policy.strategy if policy is not None else None
     await _refresh_shared_counts(found, strategy)
-    decision = _decide(principal, name, found, request_id, strategy=strategy)
+    decision = _decide(name, found, request_id, strategy=strategy)
     if policy is not None and policy.rules:
         decision.rules = list(policy.rules)
     return decision

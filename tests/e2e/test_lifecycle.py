@@ -1,5 +1,6 @@
 """Across processes and over real sockets: revocation in every process, graceful shutdown."""
 import asyncio
+import json
 import signal
 import time
 
@@ -10,6 +11,28 @@ from tests.support.frames import collect, next_frame, send_frame
 from tests.support.services import require
 
 pytestmark = pytest.mark.e2e
+
+
+def define_route(stack, alias: str, strategy: str, candidates: list[dict]) -> None:
+    """Create (or replace) a platform route over mock deployments in the stack's database.
+
+    Each candidate: {"name", "price", and optional "directives" / "max_concurrency"}.
+    """
+    script = (
+        "import json; from decimal import Decimal; from gateway.models import *; "
+        "c = ProviderCredential.objects.get(name='mock', org=None); "
+        "base = Deployment.objects.get(name='gpt-4-turbo', org=None).api_base; "
+        f"r, _ = Route.objects.update_or_create(alias={alias!r}, org=None, defaults={{'strategy': {strategy!r}}}); "
+        "r.candidates.all().delete(); "
+        f"specs = json.loads({json.dumps(json.dumps(candidates))}); "
+        "[RouteCandidate.objects.create(route=r, position=i, deployment=Deployment.objects.update_or_create("
+        "name=s['name'], org=None, defaults=dict(provider='mock', litellm_model='openai/' + s['name'], "
+        "api_base=base, credential=c, input_price_per_mtok=Decimal(s['price']), "
+        "output_price_per_mtok=Decimal(s['price']), max_concurrency=s.get('max_concurrency'), "
+        "extra_params={'extra_headers': {'X-Mock-Directives': s.get('directives', '')}}))[0]) "
+        "for i, s in enumerate(specs)]"
+    )
+    stack.manage("shell", "-c", script)
 
 
 async def authed_socket(url, key):
@@ -130,16 +153,9 @@ async def test_a_route_edit_is_seen_by_every_gateway_process_without_restart(sta
 
 async def test_a_breaker_opened_in_one_process_makes_another_skip_the_deployment(stack):
     require("redis")  # health is shared through Redis
-    setup = ("from decimal import Decimal; from gateway.models import *; "
-             "c = ProviderCredential.objects.get(name='mock', org=None); base = Deployment.objects.get(name='gpt-4-turbo').api_base; "
-             "mk = lambda n, d: Deployment.objects.update_or_create(name=n, org=None, defaults=dict(provider='mock', "
-             "litellm_model='openai/'+n, api_base=base, credential=c, input_price_per_mtok=Decimal(1), "
-             "output_price_per_mtok=Decimal(1), extra_params={'extra_headers': {'X-Mock-Directives': d}}))[0]; "
-             "r, _ = Route.objects.update_or_create(alias='shared_health', org=None, defaults={'strategy': 'fallback'}); "
-             "r.candidates.all().delete(); "
-             "RouteCandidate.objects.create(route=r, deployment=mk('flaky', 'fault=503'), position=0); "
-             "RouteCandidate.objects.create(route=r, deployment=mk('steady', 'rate=0 ttft_ms=0'), position=1)")
-    await asyncio.to_thread(stack.manage, "shell", "-c", setup)
+    await asyncio.to_thread(define_route, stack, "shared_health", "fallback", [
+        {"name": "flaky", "price": "1", "directives": "fault=503"},
+        {"name": "steady", "price": "1", "directives": "rate=0 ttft_ms=0"}])
     second_port = stack.start_gateway()
     first = await authed_socket(stack.url(), stack.api_key)
     second = await authed_socket(stack.url(second_port), stack.api_key)
@@ -159,16 +175,9 @@ async def test_a_breaker_opened_in_one_process_makes_another_skip_the_deployment
 
 async def test_a_concurrency_cap_is_counted_across_gateway_processes(stack):
     require("redis")  # in-flight counts are shared through Redis
-    setup = ("from decimal import Decimal; from gateway.models import *; "
-             "c = ProviderCredential.objects.get(name='mock', org=None); base = Deployment.objects.get(name='gpt-4-turbo').api_base; "
-             "mk = lambda n, p, **kw: Deployment.objects.update_or_create(name=n, org=None, defaults=dict(provider='mock', "
-             "litellm_model='openai/'+n, api_base=base, credential=c, input_price_per_mtok=Decimal(p), "
-             "output_price_per_mtok=Decimal(p), **kw))[0]; "
-             "r, _ = Route.objects.update_or_create(alias='capped_shared', org=None, defaults={'strategy': 'cost'}); "
-             "r.candidates.all().delete(); "
-             "RouteCandidate.objects.create(route=r, deployment=mk('cheap-single', '1', max_concurrency=1)); "
-             "RouteCandidate.objects.create(route=r, deployment=mk('pricier', '5'))")
-    await asyncio.to_thread(stack.manage, "shell", "-c", setup)
+    await asyncio.to_thread(define_route, stack, "capped_shared", "cost", [
+        {"name": "cheap-single", "price": "1", "max_concurrency": 1},
+        {"name": "pricier", "price": "5"}])
     second_port = stack.start_gateway()
     first = await authed_socket(stack.url(), stack.api_key)
     second = await authed_socket(stack.url(second_port), stack.api_key)
