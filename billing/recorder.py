@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections
 
 from billing.services import UsageDraft, usage_records_write
+from gateway.loopbound import PerLoop
 
 log = logging.getLogger(__name__)
 
@@ -23,48 +24,47 @@ BATCH_SIZE = 200
 RETRY_DELAYS = (0.1, 0.5, 1, 2, 5)
 
 
+class _Pending:
+    """The running loop's queue of unwritten records and the task draining it."""
+
+    def __init__(self, recorder: "UsageRecorder") -> None:
+        self.queue: asyncio.Queue[UsageDraft] = asyncio.Queue()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.task = asyncio.get_running_loop().create_task(recorder._run(self), name="usage-recorder")
+
+
 class UsageRecorder:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[UsageDraft] | None = None
-        self._task: asyncio.Task | None = None
-        self._idle: asyncio.Event | None = None
-
-    def _bind(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop = loop
-            self._queue = asyncio.Queue()
-            self._idle = asyncio.Event()
-            self._idle.set()
-            self._task = loop.create_task(self._run(), name="usage-recorder")
+        self._pending = PerLoop(lambda: _Pending(self))
 
     def submit(self, draft: UsageDraft) -> None:
-        self._bind()
-        self._idle.clear()
-        self._queue.put_nowait(draft)
+        pending = self._pending.get()
+        pending.idle.clear()
+        pending.queue.put_nowait(draft)
 
     async def flush(self, timeout: float = 30) -> bool:
         """Wait until every submitted record is written. False on timeout."""
-        if self._loop is not asyncio.get_running_loop():
+        pending = self._pending.existing()
+        if pending is None:
             return True
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(pending.idle.wait(), timeout)
             return True
         except asyncio.TimeoutError:
-            log.error("usage recorder: %d records still unwritten after %ss", self._queue.qsize(), timeout)
+            log.error("usage recorder: %d records still unwritten after %ss", pending.queue.qsize(), timeout)
             return False
 
-    async def _run(self) -> None:
-        queue = self._queue
+    async def _run(self, pending: _Pending) -> None:
+        queue = pending.queue
         while True:
             batch = [await queue.get()]
             while len(batch) < BATCH_SIZE and not queue.empty():
                 batch.append(queue.get_nowait())
             await self._write(batch)
             if queue.empty():
-                self._idle.set()
+                pending.idle.set()
 
     async def _write(self, batch: list[UsageDraft]) -> None:
         """Write the batch, retrying with backoff (then every RETRY_DELAYS[-1] s) until it lands."""

@@ -16,6 +16,7 @@ from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_PRINCIPAL, authenticate, rech
 from gateway.control import key_group, org_group
 from gateway.generation import RequestState, serve_request
 from gateway.health import start_sharing as start_health_sharing
+from gateway.loopbound import PerLoop
 from gateway.presence import presence
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
 from tenants.access import AuthenticationFailed, KeyPrincipal
@@ -26,15 +27,8 @@ log = logging.getLogger(__name__)
 # waits, when exhausted: a burst of sockets authenticating at once (a reconnect
 # storm) must queue for group membership changes instead of crashing with 1011.
 _GROUP_OPS_AT_ONCE = 32
-_group_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
-
-
-def group_slots() -> asyncio.Semaphore:
-    global _group_slots
-    loop = asyncio.get_running_loop()
-    if _group_slots is None or _group_slots[0] is not loop:
-        _group_slots = (loop, asyncio.Semaphore(_GROUP_OPS_AT_ONCE))
-    return _group_slots[1]
+_group_slots = PerLoop(lambda: asyncio.Semaphore(_GROUP_OPS_AT_ONCE))
+group_slots = _group_slots.get
 
 
 class GatewayConsumer(AsyncWebsocketConsumer):

@@ -18,6 +18,8 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
+from gateway.loopbound import PerLoop
+
 log = logging.getLogger(__name__)
 
 FAILURE_THRESHOLD = 3
@@ -181,10 +183,7 @@ def start_sharing() -> None:
 
     if not settings.REDIS_URL:
         return
-    loop = asyncio.get_running_loop()
-    if health.sharing is None or getattr(health.sharing, "_loop", None) is not loop:
-        health.sharing = HealthSharing(settings.REDIS_URL, health)
-        health.sharing._loop = loop
+    health.sharing = _sharing.get()
     health.sharing.start()
 
 
@@ -336,3 +335,12 @@ class HealthSharing:
 
 
 _ORIGIN = uuid.uuid4().hex  # this process
+
+
+_sharing = PerLoop(lambda: HealthSharing(_redis_url(), health))
+
+
+def _redis_url() -> str:
+    from django.conf import settings
+
+    return settings.REDIS_URL

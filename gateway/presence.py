@@ -15,6 +15,8 @@ import uuid
 
 from django.conf import settings
 
+from gateway.loopbound import PerLoop
+
 ENTRY_TTL_SECONDS = 90
 REFRESH_SECONDS = 30
 
@@ -93,18 +95,9 @@ class RedisPresence:
                 await pipe.execute()
 
 
-_current: tuple[asyncio.AbstractEventLoop, "LocalPresence | RedisPresence"] | None = None
+_registry = PerLoop(lambda: RedisPresence(settings.REDIS_URL) if settings.REDIS_URL else LocalPresence())
 
 
 def presence() -> LocalPresence | RedisPresence:
-    """The presence registry of the running event loop (Redis clients are bound to a loop).
-
-    The loop object itself is kept and compared, not its id(): a closed loop's id
-    can be reused by the next one, which would hand out a client of a dead loop.
-    """
-    global _current
-    loop = asyncio.get_running_loop()
-    if _current is None or _current[0] is not loop:
-        registry = RedisPresence(settings.REDIS_URL) if settings.REDIS_URL else LocalPresence()
-        _current = (loop, registry)
-    return _current[1]
+    """The presence registry of the running event loop (Redis clients are bound to a loop)."""
+    return _registry.get()

@@ -1,6 +1,7 @@
 """Shared fixtures: the mock LLM process, tenants, keys and deployments."""
 from __future__ import annotations
 
+import asyncio
 import os
 from decimal import Decimal
 
@@ -38,6 +39,29 @@ def _fresh_process_caches():
     auth._recheck_cache.clear()
     health.clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+async def _stop_leftover_tasks():
+    """Stop the loop's background tasks (health listener, presence refresher, usage
+    writer, consumers a test left open) before pytest-asyncio closes the loop.
+
+    A cancel that lands while redis-py is mid-read can be turned into a timeout and
+    retried inside redis-py, so a single cancel may be lost and the loop's close
+    would wait forever; cancelling again until each task ends cannot hang.
+    """
+    yield
+    current = asyncio.current_task()
+    pending = {task for task in asyncio.all_tasks() if task is not current}
+    deadline = asyncio.get_running_loop().time() + 30
+    while pending and asyncio.get_running_loop().time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    if pending:
+        for task in pending:
+            task.print_stack()
+        pytest.fail(f"{len(pending)} background task(s) would not stop: {pending}")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,39 @@
+"""One object per running event loop.
+
+Redis clients, asyncio queues, semaphores and background tasks belong to the
+event loop that created them. A gateway process has one loop for its life, but
+tests (and management commands) run several in turn, so such objects are made
+lazily for the running loop and remade when the loop changes.
+
+The loop object itself is kept and compared, not its id(): a closed loop's id can
+be reused by the next one, which would hand out an object bound to a dead loop.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._current: tuple[asyncio.AbstractEventLoop, T] | None = None
+
+    def get(self) -> T:
+        """The object for the running loop, made on first use."""
+        loop = asyncio.get_running_loop()
+        current = self._current
+        if current is None or current[0] is not loop:
+            current = self._current = (loop, self._factory())
+        return current[1]
+
+    def existing(self) -> T | None:
+        """The running loop's object if one was made, without making one."""
+        current = self._current
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return current[1] if current is not None and current[0] is loop else None
