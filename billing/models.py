@@ -1,13 +1,19 @@
-"""Usage records (one per request) and their daily rollups."""
+"""Usage records (one per request), their daily rollups, budgets with their
+counters and reservation leases, and org rate cards."""
 from __future__ import annotations
 
 import uuid
 
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.money import COST_FIELD, PRICE_PLACES
-from gateway.models import Deployment
+from gateway.models import Deployment, Route
 from tenants.models import ApiKey, Organization
 
 _PRICE = dict(max_digits=14, decimal_places=PRICE_PLACES)
@@ -25,6 +31,7 @@ class UsageRecord(models.Model):
         UPSTREAM_TIMEOUT = "upstream_timeout", "Upstream timeout"
         REJECTED = "rejected", "Rejected before upstream"
         INTERNAL_ERROR = "internal_error", "Internal error"
+        GATEWAY_LOST = "gateway_lost", "Gateway process lost mid-request (settled from its checkpoint)"
 
     class TokenSource(models.TextChoices):
         PROVIDER = "provider", "Reported by the provider"
@@ -43,6 +50,8 @@ class UsageRecord(models.Model):
     provider = models.CharField(max_length=50, blank=True)
     provider_response_id = models.CharField(max_length=200, blank=True)
     route = models.JSONField(default=dict, blank=True)
+    # The route the request was served through (budgets filtered to a route match on it).
+    via_route = models.ForeignKey(Route, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=20, choices=Status.choices)
     finish_reason = models.CharField(max_length=20, blank=True)
     error_code = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -92,3 +101,194 @@ class UsageDailyRollup(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["org", "api_key", "deployment_name", "day"], name="uniq_rollup_scope_day"),
         ]
+
+
+class Budget(models.Model):
+    """A spending limit for an org, one of its keys, or each of its end users, over a
+    calendar window (UTC), optionally only for one route or deployment."""
+
+    class Scope(models.TextChoices):
+        ORG = "org", "The whole organization"
+        KEY = "key", "One API key"
+        END_USER = "end_user", "Each end user (metadata.user_id)"
+
+    class Window(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+        MONTH = "month", "Month"
+        LIFETIME = "lifetime", "Lifetime"
+
+    class HardAction(models.TextChoices):
+        BLOCK = "block", "Refuse with 402"
+        FALLBACK = "fallback", "Serve through the fallback route"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="budgets")
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.ORG)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets",
+                                help_text="the key, for a key budget")
+    window = models.CharField(max_length=10, choices=Window.choices, default=Window.MONTH)
+    limit_usd = models.DecimalField(max_digits=19, decimal_places=9, null=True, blank=True,
+                                    validators=[MinValueValidator(Decimal("0.000000001"))],
+                                    help_text="hard limit in USD (exact to the nano-dollar)")
+    limit_tokens = models.PositiveBigIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
+                                                  help_text="hard limit in tokens (prompt + completion)")
+    route = models.ForeignKey(Route, null=True, blank=True, on_delete=models.PROTECT, related_name="budgets",
+                              help_text="count only requests served through this route")
+    deployment = models.ForeignKey(Deployment, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="budgets", help_text="count only requests served by this deployment")
+    soft_threshold_percent = models.PositiveSmallIntegerField(
+        default=80, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="percentage of the limit at which the org is notified")
+    hard_action = models.CharField(max_length=10, choices=HardAction.choices, default=HardAction.BLOCK)
+    fallback_route = models.ForeignKey(Route, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                       help_text="where requests go once a filtered budget is used up")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(limit_usd__isnull=False) | Q(limit_tokens__isnull=False),
+                                   name="budget_has_a_limit"),
+            models.CheckConstraint(condition=Q(route__isnull=True) | Q(deployment__isnull=True),
+                                   name="budget_one_filter"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_filtered(self) -> bool:
+        return self.route_id is not None or self.deployment_id is not None
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.limit_usd is None and self.limit_tokens is None:
+            errors["limit_usd"] = "set a dollar limit, a token limit, or both"
+        if self.scope == self.Scope.KEY:
+            if self.api_key_id is None:
+                errors["api_key"] = "a key budget needs its key"
+            elif self.org_id and self.api_key.org_id != self.org_id:
+                errors["api_key"] = "the key belongs to another organization"
+        elif self.api_key_id is not None:
+            errors["api_key"] = "only a key budget names a key"
+        if self.route_id and self.deployment_id:
+            errors["deployment"] = "filter on a route or a deployment, not both"
+        for field in ("route", "deployment", "fallback_route"):
+            obj = getattr(self, field)
+            if obj is not None and obj.org_id not in (None, self.org_id):
+                errors[field] = "belongs to another organization"
+        if self.hard_action == self.HardAction.FALLBACK:
+            if not self.is_filtered:
+                errors["hard_action"] = ("only a budget filtered to a route or deployment can fall back; "
+                                         "an unfiltered budget at its limit must block")
+            elif self.fallback_route_id is None:
+                errors["fallback_route"] = "choose the route to fall back to"
+            elif self.fallback_route_id == self.route_id:
+                errors["fallback_route"] = "a budget cannot fall back to the route it limits"
+            elif (cycle := self._fallback_cycle()) is not None:
+                errors["fallback_route"] = "fallback cycle: " + " -> ".join(cycle)
+        elif self.fallback_route_id is not None:
+            errors["fallback_route"] = "a fallback route is used only with the fallback action"
+        if errors:
+            raise ValidationError(errors)
+
+    def _fallback_cycle(self) -> list[str] | None:
+        """Route aliases of a cycle this budget's fallback would close, else None.
+
+        Each enabled route-filtered fallback budget of the org is an edge from its
+        route to its fallback route; following edges from the fallback route must
+        never lead back to this budget's route."""
+        if self.route_id is None or not self.org_id:
+            return None
+        edges: dict[int, set[int]] = {}
+        others = Budget.objects.filter(org_id=self.org_id, enabled=True, hard_action=self.HardAction.FALLBACK,
+                                       route__isnull=False).exclude(pk=self.pk)
+        for other in others.values_list("route_id", "fallback_route_id"):
+            edges.setdefault(other[0], set()).add(other[1])
+        edges.setdefault(self.route_id, set()).add(self.fallback_route_id)
+        path = [self.route_id]
+
+        def walk(node: int, seen: list[int]) -> list[int] | None:
+            for nxt in sorted(edges.get(node, ())):
+                if nxt == self.route_id:
+                    return seen + [nxt]
+                if nxt not in seen:
+                    found = walk(nxt, seen + [nxt])
+                    if found:
+                        return found
+            return None
+
+        cycle = walk(self.route_id, path)
+        if cycle is None:
+            return None
+        aliases = dict(Route.objects.filter(pk__in=cycle).values_list("pk", "alias"))
+        return [aliases.get(pk, str(pk)) for pk in cycle]
+
+
+class BudgetCounter(models.Model):
+    """Spend and open reservations of one budget, one window (and one end user for
+    per-user budgets), in integer nano-dollars and tokens. The database ledger's
+    truth; with Redis, counters live there and are rebuilt from usage records."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="counters")
+    subject = models.CharField(max_length=200, blank=True, help_text="the end user, for per-user budgets")
+    window_start = models.DateTimeField()
+    spent_nanos = models.BigIntegerField(default=0)
+    spent_tokens = models.BigIntegerField(default=0)
+    reserved_nanos = models.BigIntegerField(default=0)
+    reserved_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "subject", "window_start"], name="uniq_budget_counter"),
+        ]
+
+
+class BudgetLease(models.Model):
+    """An open reservation (database ledger): what a request holds against its
+    budgets, until it settles or, if its process dies, until the lease expires and
+    it is settled from its checkpoint."""
+
+    request_id = models.UUIDField(primary_key=True)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField(db_index=True)
+    completion_tokens = models.PositiveIntegerField(default=0, help_text="checkpoint: tokens received so far")
+    payload = models.JSONField(help_text="the counters held and what is needed to bill the request")
+
+
+class RateCard(models.Model):
+    """One line of an org's rate card: explicit prices for a deployment, or a
+    multiplier on the deployment's prices (for one deployment or, with no
+    deployment, for all of them). A deployment's own line beats the org-wide one."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="rate_cards")
+    deployment = models.ForeignKey(Deployment, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                   help_text="empty: applies to every deployment without its own line")
+    multiplier = models.DecimalField(max_digits=9, decimal_places=4, null=True, blank=True,
+                                     validators=[MinValueValidator(Decimal("0"))])
+    input_price_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True,
+                                               validators=[MinValueValidator(Decimal("0"))])
+    output_price_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True,
+                                                validators=[MinValueValidator(Decimal("0"))])
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "deployment"], name="uniq_rate_card_deployment",
+                                    condition=Q(deployment__isnull=False)),
+            models.UniqueConstraint(fields=["org"], name="uniq_rate_card_org_wide",
+                                    condition=Q(deployment__isnull=True)),
+        ]
+
+    def clean(self) -> None:
+        explicit = (self.input_price_per_mtok, self.output_price_per_mtok)
+        if self.multiplier is not None and any(p is not None for p in explicit):
+            raise ValidationError("give a multiplier or explicit prices, not both")
+        if self.multiplier is None:
+            if any(p is None for p in explicit):
+                raise ValidationError("give a multiplier, or both input and output prices")
+            if self.deployment_id is None:
+                raise ValidationError({"deployment": "explicit prices need a deployment"})
+        if self.deployment_id and self.deployment.org_id not in (None, self.org_id):
+            raise ValidationError({"deployment": "belongs to another organization"})

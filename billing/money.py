@@ -8,7 +8,7 @@ float, ever. litellm's own float cost is not used for billing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 PER_MILLION = Decimal(1_000_000)
 PRICE_PLACES = 6
@@ -51,3 +51,37 @@ def format_usd(amount: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text or "0"
+
+
+# --- Budgets ------------------------------------------------------------------------
+#
+# Budget counters (in the database and in Redis) hold integer nano-dollars: exact,
+# atomic to add in a Lua script, and wide enough (int64) for budgets up to nine
+# billion dollars. A cost (12 places) is rounded *up* to the nano-dollar when it
+# is counted against a budget, so counters never under-state spend.
+NANOS_PER_USD = 1_000_000_000
+_NANO = Decimal(1).scaleb(-9)
+
+
+def usd_to_nanos(amount: Decimal) -> int:
+    """Round up to whole nano-dollars (for counting against a budget)."""
+    if not isinstance(amount, Decimal):
+        raise TypeError("amounts must be Decimal")
+    return int((amount * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
+
+
+def nanos_to_usd(nanos: int) -> Decimal:
+    return (Decimal(nanos) * _NANO).quantize(_NANO)
+
+
+def scale_price(price: Decimal, multiplier: Decimal) -> Decimal:
+    """A price times a rate-card multiplier, rounded half-up to the price precision
+    (a millionth of a dollar per million tokens)."""
+    return (price * multiplier).quantize(Decimal(1).scaleb(-PRICE_PLACES), rounding=ROUND_HALF_UP)
+
+
+def price_per_mtok_from_per_token(value: float | int | str) -> Decimal:
+    """litellm's price map gives float USD per token; its shortest decimal text is
+    the price its authors wrote (1e-05 -> 10 per million)."""
+    price = Decimal(str(value)) * PER_MILLION
+    return price.quantize(Decimal(1).scaleb(-PRICE_PLACES), rounding=ROUND_HALF_UP).normalize() + 0

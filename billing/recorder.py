@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import close_old_connections
 
-from billing.services import UsageDraft, usage_records_write
+from billing.services import UsageDraft
 from gateway.loopbound import PerLoop
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,20 @@ class UsageRecorder:
                 pending.idle.set()
 
     async def _write(self, batch: list[UsageDraft]) -> None:
-        """Write the batch, retrying with backoff (then every RETRY_DELAYS[-1] s) until it lands."""
+        """Write the batch and settle its budget leases, retrying with backoff (then
+        every RETRY_DELAYS[-1] s) until it lands. Both steps are idempotent."""
+        from billing.ledger import ledger
+
         loop = asyncio.get_running_loop()
+        books = ledger()
         attempt = 0
         while True:
             try:
-                await loop.run_in_executor(self._executor, _write_batch, batch)
+                await loop.run_in_executor(self._executor, _write_batch, books, batch)
+                await books.settle_written(batch)
+                for draft in batch:
+                    if draft.lease is not None:
+                        books_keeper_drop(draft.lease)
                 return
             except Exception:
                 log.warning("usage recorder: %d records not written yet (attempt %d); retrying",
@@ -87,9 +95,16 @@ class UsageRecorder:
         self._executor.submit(connections.close_all).result(timeout=10)
 
 
-def _write_batch(batch: list[UsageDraft]) -> None:
+def _write_batch(books, batch: list[UsageDraft]) -> None:
     close_old_connections()
-    usage_records_write(batch)
+    books.write_and_settle(batch)
+
+
+def books_keeper_drop(lease) -> None:
+    """The lease is settled: stop extending it."""
+    from billing.ledger import keeper
+
+    keeper().drop(lease)
 
 
 usage_recorder = UsageRecorder()

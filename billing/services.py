@@ -34,6 +34,7 @@ class UsageDraft:
     provider: str = ""
     provider_response_id: str = ""
     route: dict[str, Any] = field(default_factory=dict)
+    via_route_id: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prompt_tokens_source: str = UsageRecord.TokenSource.NONE
@@ -45,6 +46,15 @@ class UsageDraft:
     first_token_ms: int | None = None
     total_ms: int | None = None
     ended_at: datetime | None = None
+    # The request's budget reservation (billing.budgets.Lease), settled when the
+    # record is written; not a column.
+    lease: Any = field(default=None, repr=False, compare=False)
+
+
+def _columns(draft: UsageDraft) -> dict[str, Any]:
+    fields = dict(draft.__dict__)
+    fields.pop("lease", None)
+    return fields
 
 
 def usage_records_write(drafts: list[UsageDraft]) -> None:
@@ -52,7 +62,7 @@ def usage_records_write(drafts: list[UsageDraft]) -> None:
     record already written is left as it is."""
     now = timezone.now()
     UsageRecord.objects.bulk_create(
-        [UsageRecord(**{**draft.__dict__, "ended_at": draft.ended_at or now}) for draft in drafts],
+        [UsageRecord(**{**_columns(draft), "ended_at": draft.ended_at or now}) for draft in drafts],
         ignore_conflicts=True,
     )
 

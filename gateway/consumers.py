@@ -16,6 +16,8 @@ from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_PRINCIPAL, authenticate, rech
 from gateway.control import key_group, org_group
 from gateway.generation import RequestState, serve_request
 from gateway.health import start_sharing as start_health_sharing
+from billing.ledger import keeper as budget_keeper
+from gateway.budgeting import remaining_for_key
 from gateway.loopbound import PerLoop
 from gateway.presence import presence
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
@@ -45,6 +47,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self.accept()
         lifecycle.register(self)
         start_health_sharing()
+        budget_keeper().start()  # extends this process's budget leases, settles lost processes' ones
         if lifecycle.draining:
             await self.send_frame(protocol.error_frame(
                 ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect", retryable=True))
@@ -185,6 +188,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 "heartbeat_seconds": self.limits["HEARTBEAT_SECONDS"],
                 "auth_timeout_seconds": self.limits["AUTH_TIMEOUT_SECONDS"],
             },
+            budget=await remaining_for_key(principal) if principal.budget_in_protocol else None,
         ))
 
     async def gateway_access_revoked(self, event: dict) -> None:

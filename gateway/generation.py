@@ -17,11 +17,13 @@ from typing import Awaitable, Callable
 from django.conf import settings
 from django.utils import timezone
 
+from billing.budgets import BudgetExhausted
 from billing.models import UsageRecord
 from billing.money import Prices, format_usd, request_cost
 from billing.recorder import usage_recorder
 from billing.services import UsageDraft
 from gateway import protocol
+from gateway.budgeting import release_attempt, remaining_after, reserve_attempt
 from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
 from gateway.health import health
@@ -33,6 +35,7 @@ from tenants.access import KeyPrincipal
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict], Awaitable[None]]
+MAX_BUDGET_FALLBACKS = 3  # budget fallback routes followed for one request (cycles are refused on save)
 Status = UsageRecord.Status
 Source = UsageRecord.TokenSource
 
@@ -73,11 +76,27 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             raise GatewayError(ErrorCode.BAD_REQUEST, "sessions not enabled", request_id=request_id)
         messages = frame.chat_messages()
         policy = await apply_policies(principal, frame, messages)
-        decision = await resolve_model_cached(principal, frame.model, request_id=request_id, policy=policy)
-        prompt_tokens = await count_prompt_tokens(decision.target.litellm_model, messages)
+        name, fallbacks = frame.model, []
+        while True:
+            # A filtered budget at its limit may send the request to a cheaper
+            # route (its fallback): resolve that one and try again.
+            decision = await resolve_model_cached(principal, name, request_id=request_id,
+                                                  policy=policy if not fallbacks else None,
+                                                  check_allowed=not fallbacks)
+            decision.budget_fallbacks = fallbacks
+            prompt_tokens = await count_prompt_tokens(decision.target.litellm_model, messages)
+            draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED
+            draft.via_route_id = decision.route_id
+            try:
+                opened = await _open_first_token(decision, frame, principal, messages, prompt_tokens, draft)
+                break
+            except BudgetExhausted as exc:
+                if exc.fallback_route is None or len(fallbacks) >= MAX_BUDGET_FALLBACKS:
+                    raise GatewayError(ErrorCode.BUDGET_EXHAUSTED, exc.message(), request_id=request_id) from None
+                fallbacks.append({"budget": exc.ref.rule.name, "from": decision.route or decision.target.name,
+                                  "to": exc.fallback_route})
+                name = exc.fallback_route
         params = frame.parameters
-        draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED
-        opened = await _open_first_token(decision, frame, principal, messages, prompt_tokens, request_id)
         stream, first_text, target, max_tokens = opened
         model = target.litellm_model
         draft.deployment_id, draft.deployment_name, draft.provider = target.deployment_id, target.name, target.provider
@@ -89,6 +108,8 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             request_id=request_id, model=frame.model, route=draft.route, prompt_tokens=prompt_tokens,
             max_tokens=max_tokens, truncated=False,
         )
+        lease = draft.lease
+        stopped_at_max = False
         try:
             seq = 0
             text = first_text
@@ -103,9 +124,16 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
                     await send(start_frame)
                     started = True
                 text_parts.append(text)
+                if lease is not None:
+                    lease.completion_tokens = len(text_parts)  # the checkpoint a lost process is billed from
                 if params.stream:
                     await send(protocol.token_frame(request_id=request_id, seq=seq, content=text))
                     seq += 1
+                if len(text_parts) >= max_tokens:
+                    # The reservation's worst case holds only if no more than
+                    # max_tokens arrive: stop here even if the provider would not.
+                    stopped_at_max = True
+                    break
                 text = await anext(deltas, None)
             result = stream.result
         finally:
@@ -118,21 +146,21 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         if not params.stream and text_parts:
             await send(protocol.token_frame(request_id=request_id, seq=0, content="".join(text_parts)))
         draft.provider_response_id = result.response_id[:200]
-        finish = "length" if result.finish_reason == "length" else "stop"
-        _settle_tokens(draft, target.litellm_model, text_parts, result.prompt_tokens, result.completion_tokens)
+        finish = "length" if result.finish_reason == "length" or stopped_at_max else "stop"
+        _bill(draft, model, text_parts, result.prompt_tokens, result.completion_tokens)
         draft.finish_reason = finish
         draft.status = Status.LENGTH if finish == "length" else Status.COMPLETED
         draft.total_ms = _ms(t0)
-        await send(_end_frame(draft, request_id))
+        await send(_end_frame(draft, request_id, principal))
     except asyncio.CancelledError:
         reason = state.stop_reason or "client_gone"
         draft.status = Status.CLIENT_GONE if reason == "client_gone" else Status.CANCELLED
         draft.finish_reason = "cancelled"
-        _settle_after_failure(draft, model, text_parts)
+        _bill(draft, model, text_parts)
         draft.total_ms = _ms(t0)
         with _quietly():
             if reason == "cancelled":
-                await send(_end_frame(draft, request_id))
+                await send(_end_frame(draft, request_id, principal))
             elif reason == "revoked":
                 draft.error_code = int(ErrorCode.UNAUTHORIZED)
                 await send(protocol.error_frame(ErrorCode.UNAUTHORIZED, "request stopped: access revoked",
@@ -153,7 +181,7 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             draft.route = decision.explain()  # every attempt failed: keep them with the usage
         draft.status = Status.UPSTREAM_TIMEOUT if exc.code == ErrorCode.UPSTREAM_TIMEOUT else Status.UPSTREAM_ERROR
         draft.error_code, draft.finish_reason = int(exc.code), "error"
-        _settle_after_failure(draft, model, text_parts)
+        _bill(draft, model, text_parts)
         draft.total_ms = _ms(t0)
         message = exc.message if not started else f"{exc.message} after {len(text_parts)} tokens were sent"
         await send(protocol.error_frame(exc.code, message, request_id=request_id,
@@ -161,26 +189,31 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
     except Exception:
         log.exception("request %s failed", draft.request_id)
         draft.status, draft.error_code, draft.finish_reason = Status.INTERNAL_ERROR, 500, "error"
-        _settle_after_failure(draft, model, text_parts)
+        _bill(draft, model, text_parts)
         draft.total_ms = _ms(t0)
         with _quietly():
             await send(protocol.error_frame(ErrorCode.INTERNAL, "internal error; the request was not completed",
                                             request_id=request_id))
     finally:
         # Not awaited, so the task's cancellation cannot lose it: every ending
-        # leaves exactly one record, written off the token path.
+        # leaves exactly one record, written off the token path; the request's
+        # budget reservation is settled to its cost when the record is written.
         draft.ended_at = timezone.now()
         usage_recorder.submit(draft)
 
 
 async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, principal: KeyPrincipal,
-                            messages: list[dict], prompt_tokens: int, request_id: str):
+                            messages: list[dict], prompt_tokens: int, draft: UsageDraft):
     """Try the decision's deployments in order until one produces its first token
     (or ends cleanly with none). Returns (stream, first text or None, target,
-    max_tokens). A failure before the first token is recorded in the deployment's
-    health and in `decision.attempts`, and the next candidate is tried."""
+    max_tokens). Each attempt first reserves its worst case against the budgets
+    that apply to it. A failure before the first token gives the reservation
+    back, is recorded in the deployment's health and in `decision.attempts`, and
+    the next candidate is tried."""
+    request_id = draft.client_request_id
     params = frame.parameters
     last_error: UpstreamError | None = None
+    last_budget_refusal: BudgetExhausted | None = None
     tried = 0
     for target in decision.candidates:
         if tried >= decision.max_attempts:
@@ -199,6 +232,17 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
             deployment_max=target.max_output_tokens, key_max=principal.max_tokens_per_request,
             context_window=target.context_window, prompt_tokens=prompt_tokens,
         )
+        try:
+            await reserve_attempt(draft=draft, principal=principal, decision=decision, target=target,
+                                  prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        except BudgetExhausted as exc:
+            if exc.ref.rule.deployment_id is None or exc.fallback_route is not None:
+                raise
+            # Only this deployment's own budget is used up: another candidate may serve.
+            decision.attempts.append({"deployment": target.name, "error": f"budget {exc.ref.rule.name!r} used up",
+                                      "code": int(ErrorCode.BUDGET_EXHAUSTED)})
+            last_budget_refusal = exc
+            continue
         call = UpstreamCall(
             target=target, messages=messages, max_tokens=max_tokens, temperature=params.temperature,
             top_p=params.top_p, stop=params.stop, presence_penalty=params.presence_penalty,
@@ -213,6 +257,7 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
         except UpstreamError as exc:
             await stream.close()
             health.end_attempt(target.deployment_id, stream.attempt_id)
+            await release_attempt(draft)
             health.record_failure(target.deployment_id, retry_after_ms=exc.retry_after_ms)
             error = f"HTTP {exc.status}" if exc.status else ("timeout" if exc.code == ErrorCode.UPSTREAM_TIMEOUT
                                                              else "connection failure")
@@ -225,6 +270,8 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
             raise
         health.record_success(target.deployment_id, (time.monotonic() - attempt_started) * 1000)
         return stream, first, target, max_tokens
+    if last_error is None and last_budget_refusal is not None:
+        raise last_budget_refusal
     if last_error is None:
         raise GatewayError(ErrorCode.BAD_REQUEST, f"the prompt ({prompt_tokens} tokens) fits no deployment of "
                            f"{frame.model!r}", request_id=request_id)
@@ -233,23 +280,19 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
     raise last_error
 
 
-def _settle_tokens(draft: UsageDraft, model: str, text_parts: list[str],
-                   provider_prompt: int | None, provider_completion: int | None) -> None:
-    if provider_completion is not None:
-        draft.prompt_tokens, draft.prompt_tokens_source = provider_prompt or 0, Source.PROVIDER
-        draft.completion_tokens, draft.completion_tokens_source = provider_completion, Source.PROVIDER
-    else:
-        draft.completion_tokens = count_completion_tokens(model, "".join(text_parts))
-        draft.completion_tokens_source = Source.COUNTED
-    _price(draft)
-
-
-def _settle_after_failure(draft: UsageDraft, model: str, text_parts: list[str]) -> None:
-    """Bill what was received from upstream before the request stopped."""
+def _bill(draft: UsageDraft, model: str, text_parts: list[str], provider_prompt: int | None = None,
+          provider_completion: int | None = None) -> None:
+    """Set the tokens and cost the request is billed for, whatever its ending:
+    the provider's usage when it reported some, else the prompt as counted and
+    every streamed token counted by the gateway; nothing if no deployment was
+    called."""
     if draft.deployment_id is None:
         draft.prompt_tokens, draft.prompt_tokens_source = 0, Source.NONE
         return
-    if text_parts:
+    if provider_completion is not None:
+        draft.prompt_tokens, draft.prompt_tokens_source = provider_prompt or 0, Source.PROVIDER
+        draft.completion_tokens, draft.completion_tokens_source = provider_completion, Source.PROVIDER
+    elif text_parts:
         draft.completion_tokens = count_completion_tokens(model, "".join(text_parts))
         draft.completion_tokens_source = Source.COUNTED
     _price(draft)
@@ -262,11 +305,12 @@ def _price(draft: UsageDraft) -> None:
     draft.cost_usd = request_cost(prices, prompt_tokens=draft.prompt_tokens, completion_tokens=draft.completion_tokens)
 
 
-def _end_frame(draft: UsageDraft, request_id: str) -> dict:
+def _end_frame(draft: UsageDraft, request_id: str, principal: KeyPrincipal) -> dict:
     return protocol.response_end_frame(
         request_id=request_id, finish_reason=draft.finish_reason, prompt_tokens=draft.prompt_tokens,
         completion_tokens=draft.completion_tokens, cost_usd=format_usd(draft.cost_usd),
         first_token_ms=draft.first_token_ms, total_ms=draft.total_ms or 0,
+        budget=remaining_after(draft) if principal.budget_in_protocol else None,
     )
 
 

@@ -58,8 +58,12 @@ class Deployment(models.Model):
     api_base = models.URLField(blank=True)
     credential = models.ForeignKey(ProviderCredential, null=True, blank=True, on_delete=models.PROTECT)
     extra_params = models.JSONField(default=dict, blank=True, help_text="extra keyword arguments for litellm")
-    input_price_per_mtok = models.DecimalField(**PRICE_FIELD, help_text="USD per million input tokens")
-    output_price_per_mtok = models.DecimalField(**PRICE_FIELD, help_text="USD per million output tokens")
+    input_price_per_mtok = models.DecimalField(
+        **PRICE_FIELD, null=True, blank=True,
+        help_text="USD per million input tokens; empty: litellm's price map for the model")
+    output_price_per_mtok = models.DecimalField(
+        **PRICE_FIELD, null=True, blank=True,
+        help_text="USD per million output tokens; empty: litellm's price map for the model")
     context_window = models.PositiveIntegerField(default=8192)
     max_output_tokens = models.PositiveIntegerField(default=4096)
     tags = models.JSONField(default=list, blank=True, help_text='capability tags, e.g. ["legal", "vision"]')
@@ -90,6 +94,19 @@ class Deployment(models.Model):
     def __str__(self) -> str:
         owner = self.org.slug if self.org_id else "platform"
         return f"{self.name} ({owner})"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from billing.pricing import PricingError, base_prices
+
+        if (self.input_price_per_mtok is None) != (self.output_price_per_mtok is None):
+            raise ValidationError("set both prices, or neither to use litellm's price map")
+        if self.input_price_per_mtok is None and self.litellm_model:
+            try:
+                base_prices(self)
+            except PricingError as exc:
+                raise ValidationError({"input_price_per_mtok": str(exc)}) from None
 
 
 class Route(models.Model):

@@ -210,8 +210,12 @@ def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def auth_ok_frame(*, org: str, key_prefix: str, limits: dict[str, int]) -> dict[str, Any]:
-    return {"type": "auth_ok", "protocol": PROTOCOL_VERSION, "org": org, "key": key_prefix, "limits": limits}
+def auth_ok_frame(*, org: str, key_prefix: str, limits: dict[str, int],
+                  budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    frame = {"type": "auth_ok", "protocol": PROTOCOL_VERSION, "org": org, "key": key_prefix, "limits": limits}
+    if budget is not None:
+        frame["budget"] = budget  # only when the org enables it (docs/budgets.md)
+    return frame
 
 
 def pong_frame() -> dict[str, Any]:
@@ -229,8 +233,9 @@ def token_frame(*, request_id: str, seq: int, content: str) -> dict[str, Any]:
 
 
 def response_end_frame(*, request_id: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
-                       cost_usd: str, first_token_ms: int | None, total_ms: int) -> dict[str, Any]:
-    return {
+                       cost_usd: str, first_token_ms: int | None, total_ms: int,
+                       budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    frame = {
         "type": "llm_response_end",
         "request_id": request_id,
         "finish_reason": finish_reason,
@@ -239,6 +244,9 @@ def response_end_frame(*, request_id: str, finish_reason: str, prompt_tokens: in
         "cost_usd": cost_usd,
         "latency_ms": {"first_token": first_token_ms, "total": total_ms},
     }
+    if budget is not None:
+        frame["budget"] = budget
+    return frame
 
 
 def error_frame(code: ErrorCode, message: str, *, request_id: str | None = None, retryable: bool = False,

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from channels.db import database_sync_to_async
 from django.db.models import Q
 
+from billing.models import RateCard
 from billing.money import Prices
+from billing.pricing import base_prices, org_prices
 from gateway.health import health
 from gateway.models import Deployment, Route
 from gateway.protocol import ErrorCode, GatewayError
@@ -54,7 +56,7 @@ class Target:
     total_timeout_s: float
 
     @classmethod
-    def from_deployment(cls, deployment: Deployment) -> "Target":
+    def from_deployment(cls, deployment: Deployment, rate_cards: tuple = ()) -> "Target":
         return cls(
             deployment_id=deployment.pk,
             name=deployment.name,
@@ -63,7 +65,7 @@ class Target:
             api_base=deployment.api_base,
             api_key=deployment.credential.get_secret() if deployment.credential_id else None,
             extra_params=dict(deployment.extra_params or {}),
-            prices=Prices(deployment.input_price_per_mtok, deployment.output_price_per_mtok),
+            prices=org_prices(base_prices(deployment), deployment.pk, rate_cards),
             context_window=deployment.context_window,
             max_output_tokens=deployment.max_output_tokens,
             tags=tuple(deployment.tags or ()),
@@ -86,6 +88,8 @@ class RouteDecision:
     strategy: str
     reason: str
     route: str | None = None  # the route alias, when a route was used
+    route_id: int | None = None
+    budget_fallbacks: list[dict[str, Any]] = field(default_factory=list)  # filtered budgets that re-routed it
     max_attempts: int = 1
     attempts: list[dict[str, Any]] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)  # routing-policy rules that matched
@@ -101,7 +105,7 @@ class RouteDecision:
         if self.attempts:
             last = self.attempts[-1]
             reason = f"fallback after {last['error']} from {last['deployment']}"
-        return {
+        explained = {
             "deployment": target.name,
             "provider": target.provider,
             "strategy": self.strategy,
@@ -110,6 +114,11 @@ class RouteDecision:
             "reason": reason,
             "attempts": list(self.attempts),
         }
+        if self.budget_fallbacks:
+            explained["budget_fallback"] = list(self.budget_fallbacks)
+            last = self.budget_fallbacks[-1]
+            explained["reason"] = f"budget {last['budget']!r} reached its limit on {last['from']!r}; {reason}"
+        return explained
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,7 @@ class _Found:
     deployment: Target | None = None
     deployment_enabled: bool = False
     route_alias: str = ""
+    route_id: int | None = None
     strategy: str = ""
     max_attempts: int = 1
     candidates: tuple[Candidate, ...] = ()
@@ -132,17 +142,18 @@ def find_deployment(org_id: int, name: str) -> _Found:
                                                          enabled=True)}
     deployments = {d.org_id: d for d in Deployment.objects.select_related("credential")
                    .filter(Q(org_id=org_id) | Q(org__isnull=True), name=name)}
+    rate_cards = tuple(RateCard.objects.filter(org_id=org_id))
     for owner_id, owner in ((org_id, "org"), (None, "platform")):
         if owner_id in routes:
-            return _route_found(routes[owner_id], owner)
+            return _route_found(routes[owner_id], owner, rate_cards)
         if owner_id in deployments:
             deployment = deployments[owner_id]
-            return _Found(kind="deployment", owner=owner, deployment=Target.from_deployment(deployment),
+            return _Found(kind="deployment", owner=owner, deployment=Target.from_deployment(deployment, rate_cards),
                           deployment_enabled=deployment.enabled)
     return _Found(kind="")
 
 
-def _route_found(route: Route, owner: str) -> _Found:
+def _route_found(route: Route, owner: str, rate_cards: tuple) -> _Found:
     candidates = []
     for candidate in route.candidates.select_related("deployment", "deployment__credential"):
         deployment = candidate.deployment
@@ -154,9 +165,9 @@ def _route_found(route: Route, owner: str) -> _Found:
             continue
         if route.region and deployment.region != route.region:
             continue
-        candidates.append(Candidate(target=Target.from_deployment(deployment), weight=candidate.weight,
+        candidates.append(Candidate(target=Target.from_deployment(deployment, rate_cards), weight=candidate.weight,
                                     position=candidate.position))
-    return _Found(kind="route", owner=owner, route_alias=route.alias, strategy=route.strategy,
+    return _Found(kind="route", owner=owner, route_alias=route.alias, route_id=route.pk, strategy=route.strategy,
                   max_attempts=route.max_attempts, candidates=tuple(candidates))
 
 
@@ -179,7 +190,7 @@ def _decide(name: str, found: _Found, request_id: str, *, strategy: str | None =
         raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT, f"route {name!r}: {reason}", request_id=request_id,
                            retryable=True, retry_after_ms=1_000)
     return RouteDecision(candidates=[c.target for c in ordered], strategy=strategy, reason=reason,
-                         route=found.route_alias, max_attempts=found.max_attempts)
+                         route=found.route_alias, route_id=found.route_id, max_attempts=found.max_attempts)
 
 
 _rng = random.Random()
@@ -220,10 +231,12 @@ _resolution_cache: dict[tuple[int, str], tuple[float, _Found]] = {}
 
 
 async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id: str,
-                               policy: "PolicyOutcome | None" = None) -> RouteDecision:
+                               policy: "PolicyOutcome | None" = None, check_allowed: bool = True) -> RouteDecision:
     """Resolve the name the client sent (after its allow-list check), or what a
-    routing policy chose instead, with the policy's strategy if it set one."""
-    _check_allowed(principal, name, request_id)
+    routing policy chose instead, with the policy's strategy if it set one.
+    `check_allowed=False` for a name the org chose (a budget's fallback route)."""
+    if check_allowed:
+        _check_allowed(principal, name, request_id)
     if policy is not None and policy.name != name:
         name = policy.name
     key = (principal.org_id, name)

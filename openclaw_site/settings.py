@@ -194,6 +194,11 @@ GATEWAY = {
     "HEARTBEAT_SECONDS": env_int("OPENCLAW_HEARTBEAT_SECONDS", 20, minimum=1),
     # Used when a request names no max_tokens; always clamped by the deployment.
     "DEFAULT_MAX_TOKENS": env_int("OPENCLAW_DEFAULT_MAX_TOKENS", 1024, minimum=1),
+    # Budget reservations are leases: extended this often while a request runs, and
+    # settled from their checkpoint by another process when not extended for
+    # BUDGET_LEASE_SECONDS (their process died). See docs/budgets.md.
+    "BUDGET_LEASE_SECONDS": env_int("OPENCLAW_BUDGET_LEASE_SECONDS", 30, minimum=2),
+    "BUDGET_LEASE_EXTEND_SECONDS": env_int("OPENCLAW_BUDGET_LEASE_EXTEND_SECONDS", 1, minimum=1),
 }
 
 # --- Django REST framework --------------------------------------------------------

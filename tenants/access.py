@@ -38,6 +38,7 @@ class KeyPrincipal:
     allowed_models: tuple[str, ...]
     max_tokens_per_request: int | None
     store_prompts: bool
+    budget_in_protocol: bool = False
 
     def may_request(self, name: str) -> bool:
         return not self.allowed_models or name in self.allowed_models
@@ -83,6 +84,7 @@ def authenticate_api_key(raw: object, *, source: str = "websocket") -> KeyPrinci
         allowed_models=tuple(api_key.allowed_models or ()),
         max_tokens_per_request=api_key.max_tokens_per_request,
         store_prompts=org.store_prompts,
+        budget_in_protocol=org.budget_in_protocol,
     )
 
 

@@ -27,6 +27,8 @@ class Organization(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     # Privacy: prompt and completion text are not stored unless the org opts in.
     store_prompts = models.BooleanField(default=False)
+    budget_in_protocol = models.BooleanField(
+        default=False, help_text="tell clients their remaining budget in auth_ok and llm_response_end")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

@@ -440,13 +440,13 @@ async def test_an_internal_error_is_a_500_that_reveals_nothing(issued_key, deplo
 async def test_a_slow_usage_write_never_delays_another_stream(issued_key, deployment, monkeypatch):
     import billing.recorder
 
-    real_write = billing.recorder.usage_records_write
+    real_write = billing.recorder._write_batch
 
-    def slow_write(drafts):
+    def slow_write(books, drafts):
         time.sleep(2)
-        real_write(drafts)
+        real_write(books, drafts)
 
-    monkeypatch.setattr(billing.recorder, "usage_records_write", slow_write)
+    monkeypatch.setattr(billing.recorder, "_write_batch", slow_write)
     comm = await authed(issued_key)
     await send_frame(comm, {"type": "llm_request", "request_id": "long", "model": "mock-fast",
                             "prompt": "x [[mock tokens=150 rate=50]]"})

@@ -1,0 +1,559 @@
+"""Budget ledgers: reserve a request's worst case, settle it to the real cost.
+
+Two implementations of one contract, chosen by configuration:
+
+- `DatabaseLedger` (no Redis): counters and leases are rows; a reservation locks
+  the counters it touches (`select_for_update` on PostgreSQL, an immediate
+  transaction on SQLite) and settlement happens in the same transaction as the
+  request's usage record, so the two cannot disagree.
+- `RedisLedger` (`REDIS_URL` set): counters and leases live in Redis, changed
+  only by Lua scripts (one atomic check-and-reserve across every budget of a
+  request). Redis is a cache of the database: a missing counter is rebuilt
+  from usage records before anything is admitted against it, and a lease is
+  settled in Redis only after the request's usage record is in the database,
+  so a request is always counted in one place or the other (for an instant in
+  both: never in neither).
+
+Both: a reservation is a lease keyed by the request's id. The process serving
+it extends the lease every `BUDGET_LEASE_EXTEND_SECONDS` with a checkpoint of
+the tokens received; a lease not extended for `BUDGET_LEASE_SECONDS` (its
+process died) is claimed by any gateway process, its request is written to
+usage as `gateway_lost` from the checkpoint, and the lease is settled.
+Settlement is idempotent on the request id.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from billing.budgets import BudgetExhausted, CounterRef, CounterState, Lease
+from billing.models import Budget, BudgetCounter, BudgetLease, UsageRecord
+from billing.money import Prices, request_cost, usd_to_nanos
+from billing.services import UsageDraft, usage_records_write
+from gateway.loopbound import PerLoop
+
+log = logging.getLogger(__name__)
+
+_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="budget-ledger")
+
+
+def lease_seconds() -> float:
+    return float(settings.GATEWAY["BUDGET_LEASE_SECONDS"])
+
+
+def extend_seconds() -> float:
+    return float(settings.GATEWAY["BUDGET_LEASE_EXTEND_SECONDS"])
+
+
+async def _in_thread(fn, *args):
+    def run():
+        close_old_connections()
+        return fn(*args)
+
+    return await asyncio.get_running_loop().run_in_executor(_threads, run)
+
+
+# --- Shared by both ledgers ------------------------------------------------------------
+
+def spent_from_usage(ref: CounterRef) -> CounterState:
+    """A counter's settled spend, summed from usage records (the database's truth)."""
+    rule = ref.rule
+    records = UsageRecord.objects.filter(org_id=rule.org_id, started_at__gte=ref.window_start)
+    if ref.window_end is not None:
+        records = records.filter(started_at__lt=ref.window_end)
+    if rule.scope == Budget.Scope.KEY:
+        records = records.filter(api_key_id=rule.api_key_id)
+    elif rule.scope == Budget.Scope.END_USER:
+        records = records.filter(end_user=ref.subject)
+    if rule.route_id is not None:
+        records = records.filter(via_route_id=rule.route_id)
+    if rule.deployment_id is not None:
+        records = records.filter(deployment_id=rule.deployment_id)
+    totals = records.aggregate(cost=Sum("cost_usd"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
+    return CounterState(spent_nanos=usd_to_nanos(totals["cost"] or Decimal(0)),
+                        spent_tokens=(totals["prompt"] or 0) + (totals["completion"] or 0))
+
+
+def lost_request_draft(request_id: uuid.UUID, org_id: int, usage: dict[str, Any], completion_tokens: int) -> UsageDraft:
+    """The usage record of a request whose gateway process died: billed from its checkpoint."""
+    prices = Prices(Decimal(usage["input_price_per_mtok"]), Decimal(usage["output_price_per_mtok"]))
+    prompt = int(usage["prompt_tokens"])
+    draft = UsageDraft(
+        request_id=request_id, client_request_id=usage["client_request_id"], org_id=org_id,
+        api_key_id=usage["api_key_id"], requested_model=usage["requested_model"], end_user=usage["end_user"],
+        started_at=datetime.fromisoformat(usage["started_at"]), status=UsageRecord.Status.GATEWAY_LOST,
+        finish_reason="error", deployment_id=usage["deployment_id"], deployment_name=usage["deployment_name"],
+        provider=usage["provider"], route=usage["route"], via_route_id=usage["via_route_id"],
+        prompt_tokens=prompt, completion_tokens=completion_tokens,
+        prompt_tokens_source=UsageRecord.TokenSource.COUNTED,
+        completion_tokens_source=UsageRecord.TokenSource.COUNTED if completion_tokens else UsageRecord.TokenSource.NONE,
+        input_price_per_mtok=prices.input_per_mtok, output_price_per_mtok=prices.output_per_mtok,
+        max_tokens=usage["max_tokens"],
+    )
+    draft.cost_usd = request_cost(prices, prompt_tokens=prompt, completion_tokens=completion_tokens)
+    draft.ended_at = timezone.now()
+    return draft
+
+
+def _actual(draft: UsageDraft) -> tuple[int, int]:
+    return usd_to_nanos(draft.cost_usd), draft.prompt_tokens + draft.completion_tokens
+
+
+def _first_refusal(lease: Lease, states: list[CounterState]) -> BudgetExhausted | None:
+    """The budget that cannot take the lease. Filtered budgets with a fallback are
+    reported first: re-routing beats refusing."""
+    refused = []
+    for ref, state in zip(lease.refs, states):
+        rule = ref.rule
+        over_usd = rule.limit_nanos is not None and (
+            state.spent_nanos + state.reserved_nanos + lease.nanos > rule.limit_nanos)
+        over_tokens = rule.limit_tokens is not None and (
+            state.spent_tokens + state.reserved_tokens + lease.tokens > rule.limit_tokens)
+        if over_usd or over_tokens:
+            refused.append(BudgetExhausted(ref, state, lease))
+    if not refused:
+        return None
+    refused.sort(key=lambda exc: exc.fallback_route is None)
+    return refused[0]
+
+
+# --- Database ledger -------------------------------------------------------------------
+
+class DatabaseLedger:
+    kind = "database"
+
+    async def reserve(self, lease: Lease) -> None:
+        refusal = await _in_thread(self._reserve, lease)
+        if refusal is not None:
+            raise refusal
+
+    def _reserve(self, lease: Lease) -> BudgetExhausted | None:
+        now = timezone.now()
+        with transaction.atomic():
+            BudgetCounter.objects.bulk_create(
+                [BudgetCounter(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start)
+                 for ref in lease.refs],
+                ignore_conflicts=True,
+            )
+            wanted = Q()
+            for ref in lease.refs:
+                wanted |= Q(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start)
+            # Locked in id order, so two requests over the same counters cannot deadlock.
+            locked = {(c.budget_id, c.subject, c.window_start): c
+                      for c in BudgetCounter.objects.select_for_update().filter(wanted).order_by("pk")}
+            counters = [locked[(ref.rule.id, ref.subject, ref.window_start)] for ref in lease.refs]
+            states = [CounterState(c.spent_nanos, c.spent_tokens, c.reserved_nanos, c.reserved_tokens)
+                      for c in counters]
+            refusal = _first_refusal(lease, states)
+            if refusal is not None:
+                return refusal
+            BudgetCounter.objects.filter(pk__in=[c.pk for c in counters]).update(
+                reserved_nanos=F("reserved_nanos") + lease.nanos, reserved_tokens=F("reserved_tokens") + lease.tokens)
+            lease.ledger_ids = [c.pk for c in counters]
+            lease.after = [CounterState(s.spent_nanos, s.spent_tokens, s.reserved_nanos + lease.nanos,
+                                        s.reserved_tokens + lease.tokens) for s in states]
+            payload = lease.payload() | {"counters": lease.ledger_ids}
+            BudgetLease.objects.create(request_id=lease.request_id, org_id=lease.org_id, payload=payload,
+                                       expires_at=now + timedelta(seconds=lease_seconds()))
+        return None
+
+    async def release(self, lease: Lease) -> None:
+        """Give a reservation back unused (an attempt that failed before its first token)."""
+        await _in_thread(self._settle_one, lease.request_id, 0, 0)
+
+    def _settle_one(self, request_id: uuid.UUID, nanos: int, tokens: int) -> bool:
+        with transaction.atomic():
+            return self._settle_locked(request_id, nanos, tokens)
+
+    @staticmethod
+    def _settle_locked(request_id: uuid.UUID, nanos: int, tokens: int) -> bool:
+        """Inside a transaction: turn the lease's reservation into spend. False if
+        it was settled already (idempotent)."""
+        lease = BudgetLease.objects.select_for_update().filter(pk=request_id).first()
+        if lease is None:
+            return False
+        held_nanos, held_tokens = lease.payload["nanos"], lease.payload["tokens"]
+        BudgetCounter.objects.filter(pk__in=lease.payload["counters"]).update(
+            reserved_nanos=F("reserved_nanos") - held_nanos, reserved_tokens=F("reserved_tokens") - held_tokens,
+            spent_nanos=F("spent_nanos") + nanos, spent_tokens=F("spent_tokens") + tokens)
+        lease.delete()
+        return True
+
+    def write_and_settle(self, drafts: list[UsageDraft]) -> None:
+        """The usage writer's step: records and their settlement in one transaction."""
+        with transaction.atomic():
+            usage_records_write(drafts)
+            for draft in drafts:
+                if draft.lease is not None:
+                    self._settle_locked(draft.request_id, *_actual(draft))
+
+    async def settle_written(self, drafts: list[UsageDraft]) -> None:
+        pass  # settled in write_and_settle's transaction
+
+    async def extend(self, leases: list[Lease]) -> None:
+        await _in_thread(self._extend, leases)
+
+    def _extend(self, leases: list[Lease]) -> None:
+        expires = timezone.now() + timedelta(seconds=lease_seconds())
+        with transaction.atomic():
+            for lease in leases:
+                BudgetLease.objects.filter(pk=lease.request_id).update(
+                    expires_at=expires, completion_tokens=lease.completion_tokens)
+
+    async def reap(self) -> int:
+        return await _in_thread(self._reap)
+
+    def _reap(self) -> int:
+        reaped = 0
+        with transaction.atomic():
+            expired = BudgetLease.objects.select_for_update(skip_locked=True).filter(expires_at__lt=timezone.now())
+            for lease in list(expired[:100]):
+                draft = lost_request_draft(lease.request_id, lease.org_id, lease.payload["usage"],
+                                           lease.completion_tokens)
+                usage_records_write([draft])
+                record = UsageRecord.objects.get(pk=lease.request_id)  # the process's own, if it wrote one
+                self._settle_locked(lease.request_id, usd_to_nanos(record.cost_usd),
+                                    record.prompt_tokens + record.completion_tokens)
+                reaped += 1
+        return reaped
+
+    async def snapshot(self, refs: list[CounterRef]) -> list[CounterState]:
+        return await _in_thread(self._snapshot, refs)
+
+    @staticmethod
+    def _snapshot(refs: list[CounterRef]) -> list[CounterState]:
+        states = []
+        for ref in refs:
+            c = BudgetCounter.objects.filter(budget_id=ref.rule.id, subject=ref.subject,
+                                             window_start=ref.window_start).first()
+            states.append(CounterState(c.spent_nanos, c.spent_tokens, c.reserved_nanos, c.reserved_tokens)
+                          if c else CounterState())
+        return states
+
+
+# --- Redis ledger ----------------------------------------------------------------------
+
+# KEYS: 1 epoch marker, 2 lease index (zset), 3 lease, 4.. counters.
+# ARGV: 1 now ms, 2 lease expiry ms, 3 grace ms, 4 payload, 5 nanos, 6 tokens, 7 request id,
+#       then per counter: limit nanos (-1: none), limit tokens (-1: none).
+# Returns {"ok", states...} | {"missing", i} | {"hold", ms} | {"refused", states...}
+_RESERVE = """
+local now = tonumber(ARGV[1])
+local epoch = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if epoch < 0 then return {'missing', 0} end
+local grace = tonumber(ARGV[3])
+if now < epoch + grace then return {'hold', epoch + grace - now} end
+local nanos, tokens = tonumber(ARGV[5]), tonumber(ARGV[6])
+local states, refused = {}, false
+for i = 4, #KEYS do
+  local c = redis.call('HMGET', KEYS[i], 'sn', 'st', 'rn', 'rt')
+  if not c[1] then return {'missing', i - 3} end
+  local sn, st, rn, rt = tonumber(c[1]), tonumber(c[2]), tonumber(c[3]), tonumber(c[4])
+  local ln, lt = tonumber(ARGV[8 + (i - 4) * 2]), tonumber(ARGV[9 + (i - 4) * 2])
+  if (ln >= 0 and sn + rn + nanos > ln) or (lt >= 0 and st + rt + tokens > lt) then refused = true end
+  table.insert(states, sn); table.insert(states, st); table.insert(states, rn); table.insert(states, rt)
+end
+if refused then table.insert(states, 1, 'refused'); return states end
+for i = 4, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'rn', nanos)
+  redis.call('HINCRBY', KEYS[i], 'rt', tokens)
+end
+redis.call('HSET', KEYS[3], 'p', ARGV[4], 'ck', 0)
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[7])
+table.insert(states, 1, 'ok')
+return states
+"""
+
+# KEYS: 1 epoch marker, 2 counter. ARGV: 1 now ms, 2 spent nanos, 3 spent tokens, 4 ttl s (0: none).
+# Creates the counter if it is still missing, and the epoch marker if Redis lost it.
+_REBUILD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'sn', ARGV[2], 'st', ARGV[3], 'rn', 0, 'rt', 0)
+  if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+end
+return 1
+"""
+
+# KEYS: 1 lease index, 2 lease. ARGV: 1 request id, 2 spent nanos, 3 spent tokens.
+# Idempotent: a lease already settled is gone, and nothing changes.
+_SETTLE = """
+local p = redis.call('HGET', KEYS[2], 'p')
+if not p then return 0 end
+local lease = cjson.decode(p)
+for _, key in ipairs(lease.counters) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HINCRBY', key, 'rn', -lease.nanos)
+    redis.call('HINCRBY', key, 'rt', -lease.tokens)
+    redis.call('HINCRBY', key, 'sn', ARGV[2])
+    redis.call('HINCRBY', key, 'st', ARGV[3])
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: 1 lease index. ARGV: 1 expiry ms, 2 lease-key prefix, then (request id, checkpoint) pairs.
+# Returns the request ids whose lease is missing (Redis lost it: re-assert them).
+_EXTEND = """
+local missing = {}
+for i = 3, #ARGV, 2 do
+  local key = ARGV[2] .. ARGV[i]
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'ck', ARGV[i + 1])
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  else
+    table.insert(missing, ARGV[i])
+  end
+end
+return missing
+"""
+
+# KEYS: 1 lease index, 2 lease, 3.. counters. ARGV: 1 request id, 2 expiry ms, 3 payload, 4 checkpoint,
+# 5 nanos, 6 tokens. Puts back a lease Redis lost, with its reservation on the (rebuilt) counters.
+_REASSERT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HINCRBY', KEYS[i], 'rn', ARGV[5])
+    redis.call('HINCRBY', KEYS[i], 'rt', ARGV[6])
+  end
+end
+redis.call('HSET', KEYS[2], 'p', ARGV[3], 'ck', ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+"""
+
+# KEYS: 1 lease index. ARGV: 1 now ms, 2 claim-until ms, 3 lease-key prefix, 4 max.
+# Claims expired leases (pushing their expiry out so no other process claims them
+# meanwhile) and returns (request id, payload, checkpoint) triples.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  local lease = redis.call('HMGET', ARGV[3] .. id, 'p', 'ck')
+  if lease[1] then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    table.insert(out, id); table.insert(out, lease[1]); table.insert(out, lease[2] or '0')
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+
+class RedisLedger:
+    kind = "redis"
+
+    def __init__(self, url: str) -> None:
+        from gateway.presence import shared_redis_client
+
+        self._redis = shared_redis_client(url)
+        # Keys are namespaced by the database they cache (tests and staging may share a Redis).
+        self.prefix = f"openclaw:budget:{connection.settings_dict['NAME']}"
+        self._epoch = f"{self.prefix}:epoch"
+        self._leases = f"{self.prefix}:leases"
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._rebuild = self._redis.register_script(_REBUILD)
+        self._settle = self._redis.register_script(_SETTLE)
+        self._extend = self._redis.register_script(_EXTEND)
+        self._reassert = self._redis.register_script(_REASSERT)
+        self._claim = self._redis.register_script(_CLAIM)
+
+    def _lease_key(self, request_id) -> str:
+        return f"{self.prefix}:l:{request_id}"
+
+    @staticmethod
+    def grace_ms() -> int:
+        """After Redis lost its data, how long admissions wait for the living processes
+        to put their leases back (they re-assert on their next extension)."""
+        return int(extend_seconds() * 2500)
+
+    def _payload(self, lease: Lease) -> str:
+        return json.dumps(lease.payload() | {"counters": [ref.redis_key(self.prefix) for ref in lease.refs],
+                                             "org": lease.org_id})
+
+    async def reserve(self, lease: Lease) -> None:
+        keys = [self._epoch, self._leases, self._lease_key(lease.request_id)] + [
+            ref.redis_key(self.prefix) for ref in lease.refs]
+        limits: list[int] = []
+        for ref in lease.refs:
+            limits += [-1 if ref.rule.limit_nanos is None else ref.rule.limit_nanos,
+                       -1 if ref.rule.limit_tokens is None else ref.rule.limit_tokens]
+        payload = self._payload(lease)
+        for _ in range(20):
+            now_ms = int(time.time() * 1000)
+            args = [now_ms, now_ms + int(lease_seconds() * 1000), self.grace_ms(), payload, lease.nanos, lease.tokens,
+                    str(lease.request_id)] + limits
+            result = await self._reserve(keys=keys, args=args)
+            verdict = result[0].decode() if isinstance(result[0], bytes) else result[0]
+            if verdict == "missing":
+                await self._rebuild_missing(lease.refs)
+                continue
+            if verdict == "hold":
+                await asyncio.sleep(min(int(result[1]), 5000) / 1000)
+                continue
+            states = [CounterState(*map(int, result[i:i + 4])) for i in range(1, len(result), 4)]
+            if verdict == "refused":
+                raise _first_refusal(lease, states)
+            lease.after = [CounterState(s.spent_nanos, s.spent_tokens, s.reserved_nanos + lease.nanos,
+                                        s.reserved_tokens + lease.tokens) for s in states]
+            return
+        raise RuntimeError("budget counters could not be prepared")
+
+    async def _rebuild_missing(self, refs: list[CounterRef]) -> None:
+        """Recreate counters Redis does not have from the usage records in the database."""
+        keys = [ref.redis_key(self.prefix) for ref in refs]
+        exists = await asyncio.gather(*(self._redis.exists(key) for key in keys))
+        now = timezone.now()
+        for ref, key, present in zip(refs, keys, exists):
+            if present:
+                continue
+            state = await _in_thread(spent_from_usage, ref)
+            await self._rebuild(keys=[self._epoch, key], args=[int(time.time() * 1000), state.spent_nanos,
+                                                                state.spent_tokens, ref.ttl_seconds(now)])
+        if all(exists):  # only the epoch marker was missing
+            await self._rebuild(keys=[self._epoch, keys[0]], args=[int(time.time() * 1000), 0, 0, 0])
+
+    async def release(self, lease: Lease) -> None:
+        await self._settle(keys=[self._leases, self._lease_key(lease.request_id)],
+                           args=[str(lease.request_id), 0, 0])
+
+    def write_and_settle(self, drafts: list[UsageDraft]) -> None:
+        usage_records_write(drafts)
+
+    async def settle_written(self, drafts: list[UsageDraft]) -> None:
+        """After the usage records are in the database: settle their leases."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for draft in drafts:
+                if draft.lease is not None:
+                    nanos, tokens = _actual(draft)
+                    await self._settle(keys=[self._leases, self._lease_key(draft.request_id)],
+                                       args=[str(draft.request_id), nanos, tokens], client=pipe)
+            await pipe.execute()
+
+    async def extend(self, leases: list[Lease]) -> None:
+        args: list[Any] = [int((time.time() + lease_seconds()) * 1000), f"{self.prefix}:l:"]
+        for lease in leases:
+            args += [str(lease.request_id), lease.completion_tokens]
+        missing = await self._extend(keys=[self._leases], args=args)
+        if missing:
+            by_id = {str(lease.request_id): lease for lease in leases}
+            for raw in missing:
+                lease = by_id[raw.decode() if isinstance(raw, bytes) else raw]
+                log.warning("budget lease %s was missing from Redis; putting it back", lease.request_id)
+                await self._rebuild_missing(lease.refs)
+                await self._reassert(
+                    keys=[self._leases, self._lease_key(lease.request_id)] + [
+                        ref.redis_key(self.prefix) for ref in lease.refs],
+                    args=[str(lease.request_id), int((time.time() + lease_seconds()) * 1000), self._payload(lease),
+                          lease.completion_tokens, lease.nanos, lease.tokens])
+
+    async def reap(self) -> int:
+        now_ms = int(time.time() * 1000)
+        claimed = await self._claim(keys=[self._leases], args=[now_ms, now_ms + 60_000, f"{self.prefix}:l:", 100])
+        reaped = 0
+        for i in range(0, len(claimed), 3):
+            request_id = uuid.UUID(claimed[i].decode() if isinstance(claimed[i], bytes) else claimed[i])
+            payload = json.loads(claimed[i + 1])
+            draft = lost_request_draft(request_id, payload["org"], payload["usage"], int(claimed[i + 2]))
+            record = await _in_thread(self._write_lost, draft)
+            await self._settle(keys=[self._leases, self._lease_key(request_id)],
+                               args=[str(request_id), usd_to_nanos(record.cost_usd),
+                                     record.prompt_tokens + record.completion_tokens])
+            reaped += 1
+        return reaped
+
+    @staticmethod
+    def _write_lost(draft: UsageDraft) -> UsageRecord:
+        usage_records_write([draft])
+        return UsageRecord.objects.get(pk=draft.request_id)  # the process's own, if it wrote one
+
+    async def snapshot(self, refs: list[CounterRef]) -> list[CounterState]:
+        states = []
+        for ref in refs:
+            values = await self._redis.hmget(ref.redis_key(self.prefix), "sn", "st", "rn", "rt")
+            if values[0] is None:
+                states.append(await _in_thread(spent_from_usage, ref))
+            else:
+                states.append(CounterState(*map(int, values)))
+        return states
+
+    async def check_eviction_policy(self) -> None:
+        """Budget counters must never be evicted: warn loudly when Redis may do it."""
+        try:
+            policy = (await self._redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except Exception:
+            log.warning("could not read Redis maxmemory-policy; budget counters need 'noeviction'")
+            return
+        if policy not in (None, "noeviction"):
+            log.error("Redis maxmemory-policy is %r: budget counters may be evicted and rebuilt from the database "
+                      "(slower, and admissions pause while they are). Set maxmemory-policy noeviction.", policy)
+
+
+# --- The running process's ledger and its lease keeper ---------------------------------
+
+class LeaseKeeper:
+    """Extends this process's open leases and reaps expired ones (any process's)."""
+
+    def __init__(self, ledger) -> None:
+        self.ledger = ledger
+        self.open: dict[uuid.UUID, Lease] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="budget-leases")
+
+    def hold(self, lease: Lease) -> None:
+        self.open[lease.request_id] = lease
+        self.start()
+
+    def drop(self, lease: Lease) -> None:
+        self.open.pop(lease.request_id, None)
+
+    async def _run(self) -> None:
+        if isinstance(self.ledger, RedisLedger):
+            await self.ledger.check_eviction_policy()
+        last_reap = 0.0
+        while True:
+            await asyncio.sleep(extend_seconds())
+            try:
+                if self.open:
+                    await self.ledger.extend(list(self.open.values()))
+                if time.monotonic() - last_reap >= min(5.0, lease_seconds() / 2):
+                    last_reap = time.monotonic()
+                    reaped = await self.ledger.reap()
+                    if reaped:
+                        log.warning("settled %d budget reservation(s) left by a lost gateway process", reaped)
+            except Exception:
+                log.warning("budget lease upkeep failed; retrying", exc_info=True)
+
+
+def _make_ledger():
+    return RedisLedger(settings.REDIS_URL) if settings.REDIS_URL else DatabaseLedger()
+
+
+_keeper = PerLoop(lambda: LeaseKeeper(_make_ledger()))
+
+
+def keeper() -> LeaseKeeper:
+    return _keeper.get()
+
+
+def ledger():
+    return _keeper.get().ledger

@@ -1,0 +1,110 @@
+"""Budgets on a request's path: reserve an attempt's worst case before calling
+upstream, give it back if the attempt fails before its first token, and tell
+the client what is left. Settlement happens when the usage record is written
+(billing.recorder), whatever the ending.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from billing import budgets
+from billing.budgets import BudgetRule, CounterState, Lease
+from billing.ledger import keeper
+from billing.money import usd_to_nanos
+from billing.services import UsageDraft
+from gateway.routing import RouteDecision, Target
+from tenants.access import KeyPrincipal
+
+
+async def org_budgets(org_id: int) -> tuple[BudgetRule, ...]:
+    rules = budgets.cached_budgets(org_id)
+    if rules is None:
+        rules = await database_sync_to_async(budgets.load_budgets)(org_id)
+        budgets.remember_budgets(org_id, rules)
+    return rules
+
+
+async def reserve_attempt(*, draft: UsageDraft, principal: KeyPrincipal, decision: RouteDecision, target: Target,
+                          prompt_tokens: int, max_tokens: int) -> Lease | None:
+    """Reserve one attempt's worst case against every budget that applies to it.
+
+    Raises BudgetExhausted when one cannot take it. Returns None when no budget
+    applies (nothing to reserve)."""
+    rules = await org_budgets(principal.org_id)
+    if not rules:
+        return None
+    found = budgets.applicable(rules, key_id=principal.key_id, end_user=draft.end_user,
+                               route_id=decision.route_id, deployment_id=target.deployment_id)
+    if not found:
+        return None
+    refs = budgets.counter_refs(found, end_user=draft.end_user, at=draft.started_at)
+    lease = budgets.plan_lease(
+        request_id=draft.request_id, org_id=principal.org_id, refs=refs, prices=target.prices,
+        prompt_tokens=prompt_tokens, max_tokens=max_tokens, usage=_usage_for_recovery(draft, decision, target,
+                                                                                      prompt_tokens, max_tokens))
+    books = keeper()
+    # Carried by the draft before the reservation is made: if this task is
+    # cancelled mid-reserve, the usage writer still settles whatever was reserved.
+    draft.lease = lease
+    try:
+        await books.ledger.reserve(lease)
+    except budgets.BudgetExhausted:
+        draft.lease = None
+        raise
+    books.hold(lease)
+    return lease
+
+
+async def release_attempt(draft: UsageDraft) -> None:
+    """An attempt failed before its first token: give its reservation back."""
+    lease = draft.lease
+    if lease is None:
+        return
+    books = keeper()
+    await books.ledger.release(lease)
+    books.drop(lease)
+    draft.lease = None
+
+
+def remaining_after(draft: UsageDraft) -> dict[str, Any] | None:
+    """The tightest budget's room once this request settles (from the state seen
+    when it reserved: other requests may have moved it since)."""
+    lease: Lease | None = draft.lease
+    if lease is None or not lease.after:
+        return None
+    spent_nanos = usd_to_nanos(draft.cost_usd)
+    spent_tokens = draft.prompt_tokens + draft.completion_tokens
+    projected = [CounterState(s.spent_nanos + spent_nanos, s.spent_tokens + spent_tokens,
+                              s.reserved_nanos - lease.nanos, s.reserved_tokens - lease.tokens) for s in lease.after]
+    return budgets.remaining(lease.refs, projected)
+
+
+async def remaining_for_key(principal: KeyPrincipal) -> dict[str, Any] | None:
+    """For auth_ok: the tightest of the org's and this key's unfiltered budgets."""
+    rules = await org_budgets(principal.org_id)
+    found = budgets.applicable(rules, key_id=principal.key_id, end_user="", route_id=None, deployment_id=None,
+                               filtered=False)
+    if not found:
+        return None
+    from django.utils import timezone
+
+    refs = budgets.counter_refs(found, end_user="", at=timezone.now())
+    states = await keeper().ledger.snapshot(refs)
+    return budgets.remaining(refs, states)
+
+
+def _usage_for_recovery(draft: UsageDraft, decision: RouteDecision, target: Target, prompt_tokens: int,
+                        max_tokens: int) -> dict[str, Any]:
+    """What another process needs to write this request's usage if this one dies."""
+    return {
+        "client_request_id": draft.client_request_id, "api_key_id": draft.api_key_id,
+        "requested_model": draft.requested_model, "end_user": draft.end_user,
+        "started_at": draft.started_at.isoformat(), "deployment_id": target.deployment_id,
+        "deployment_name": target.name, "provider": target.provider, "via_route_id": decision.route_id,
+        "route": decision.explain(served_by=target), "prompt_tokens": prompt_tokens, "max_tokens": max_tokens,
+        "input_price_per_mtok": str(target.prices.input_per_mtok),
+        "output_price_per_mtok": str(target.prices.output_per_mtok),
+    }
+
