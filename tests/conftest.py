@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from decimal import Decimal
 
@@ -41,9 +42,15 @@ def _fresh_process_caches():
     yield
 
 
-@pytest.fixture(autouse=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.insert(0, "_stop_leftover_tasks")  # set up first, so torn down last
+
+
+@pytest.fixture
 async def _stop_leftover_tasks():
-    """Stop the loop's background tasks (health listener, presence refresher, usage
+    """(Added to every async test.) Stop the loop's background tasks (health listener, presence refresher, usage
     writer, consumers a test left open) before pytest-asyncio closes the loop.
 
     A cancel that lands while redis-py is mid-read can be turned into a timeout and
