@@ -123,17 +123,17 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
                     draft.first_token_ms = _ms(t0)
                     await send(start_frame)
                     started = True
+                if len(text_parts) >= max_tokens:
+                    # More chunks than max_tokens: the provider overran it. The
+                    # reservation's worst case holds only if we stop here.
+                    stopped_at_max = True
+                    break
                 text_parts.append(text)
                 if lease is not None:
                     lease.completion_tokens = len(text_parts)  # the checkpoint a lost process is billed from
                 if params.stream:
                     await send(protocol.token_frame(request_id=request_id, seq=seq, content=text))
                     seq += 1
-                if len(text_parts) >= max_tokens:
-                    # The reservation's worst case holds only if no more than
-                    # max_tokens arrive: stop here even if the provider would not.
-                    stopped_at_max = True
-                    break
                 text = await anext(deltas, None)
             result = stream.result
         finally:
@@ -293,7 +293,11 @@ def _bill(draft: UsageDraft, model: str, text_parts: list[str], provider_prompt:
         draft.prompt_tokens, draft.prompt_tokens_source = provider_prompt or 0, Source.PROVIDER
         draft.completion_tokens, draft.completion_tokens_source = provider_completion, Source.PROVIDER
     elif text_parts:
-        draft.completion_tokens = count_completion_tokens(model, "".join(text_parts))
+        # Our tokenizer can count a few more tokens than the provider produced; it
+        # cannot have produced more than max_tokens (it was asked for at most
+        # that, and the stream is cut if it overruns), which the reservation holds.
+        counted = count_completion_tokens(model, "".join(text_parts))
+        draft.completion_tokens = min(counted, draft.max_tokens) if draft.max_tokens else counted
         draft.completion_tokens_source = Source.COUNTED
     _price(draft)
 

@@ -7,9 +7,10 @@ A request chooses its own behaviour, so one running mock serves every test:
 * in the HTTP header ``X-Mock-Directives: key=value ...`` (lowest precedence).
 
 Keys (see ``KEYS``): ``tokens``, ``rate``, ``ttft_ms``, ``fault``, ``retry_after``,
-``cut_after``, ``stall_after``, ``usage``, ``tag``, ``seed``. Flags (bare words) are
-shorthands: ``hang`` = ``fault=hang``, ``cut`` = ``fault=cut``, ``stall`` = ``fault=stall``,
-``no_usage`` = ``usage=omit``. An unknown key or flag, or a bad value, raises
+``cut_after``, ``stall_after``, ``usage``, ``tag``, ``seed``, ``max_tokens`` (``honor`` or
+``ignore``). Flags (bare words) are shorthands: ``hang`` = ``fault=hang``, ``cut`` =
+``fault=cut``, ``stall`` = ``fault=stall``, ``no_usage`` = ``usage=omit``, ``overrun`` =
+``max_tokens=ignore``. An unknown key or flag, or a bad value, raises
 ``DirectiveError`` (the server answers HTTP 400 with its message).
 """
 
@@ -34,6 +35,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "cut": ("fault", "cut"),
     "stall": ("fault", "stall"),
     "no_usage": ("usage", "omit"),
+    "overrun": ("max_tokens", "ignore"),
 }
 
 MAX_TOKENS_DIRECTIVE = 1_000_000
@@ -57,6 +59,7 @@ class Directives:
     cut_after: int = 3
     stall_after: int = 3
     omit_usage: bool = False
+    ignore_max_tokens: bool = False
     tag: str | None = None
     seed: int | None = None
     # Typed values of the keys the request gave explicitly (stored in the request record).
@@ -120,6 +123,8 @@ KEYS = {
     "usage": lambda k, v: _choice(k, v, USAGE_VALUES),
     "tag": _tag,
     "seed": lambda k, v: _int(k, v, None, None),
+    # honor (default) or ignore the request's max_tokens: a provider that overruns it
+    "max_tokens": lambda k, v: _choice(k, v, ("honor", "ignore")),
 }
 
 
@@ -204,6 +209,7 @@ def resolve(
         cut_after=explicit.get("cut_after", 3),
         stall_after=explicit.get("stall_after", 3),
         omit_usage=explicit.get("usage") == "omit",
+        ignore_max_tokens=explicit.get("max_tokens") == "ignore",
         tag=explicit.get("tag"),
         seed=explicit.get("seed"),
         explicit=explicit,

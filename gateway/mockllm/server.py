@@ -367,7 +367,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     n = d.tokens
     finish_reason = "stop"
-    if max_tokens is not None and max_tokens < n:
+    if max_tokens is not None and max_tokens < n and not d.ignore_max_tokens:
         n = max_tokens
         finish_reason = "length"
     seed = d.seed if d.seed is not None else textgen.seed_for_messages(messages)
