@@ -1,7 +1,8 @@
 from django.contrib import admin
 
-from billing.models import UsageDailyRollup, UsageRecord
-from tenants.admin_audit import ReadOnlyAdmin
+from billing.models import Budget, RateCard, UsageDailyRollup, UsageRecord
+from billing.money import format_usd
+from tenants.admin_audit import AuditedAdmin, ReadOnlyAdmin
 
 
 @admin.register(UsageRecord)
@@ -18,3 +19,55 @@ class UsageDailyRollupAdmin(ReadOnlyAdmin):
     list_display = ["day", "org", "api_key", "deployment_name", "requests", "prompt_tokens", "completion_tokens",
                     "cost_usd"]
     list_filter = ["day"]
+
+
+@admin.register(Budget)
+class BudgetAdmin(AuditedAdmin):
+    """Budgets are validated by Budget.clean (limits, key of the same org, fallback
+    rules and cycles); the admin's model form runs it and shows its errors."""
+
+    audit_target_type = "budget"
+    list_display = ["name", "org", "scope", "api_key", "window", "limits", "filter_display", "action_display",
+                    "enabled"]
+    list_filter = ["scope", "window", "hard_action", "enabled"]
+    list_select_related = ["org", "api_key", "route", "deployment", "fallback_route"]
+    search_fields = ["name", "org__slug"]
+    readonly_fields = ["created_at"]
+
+    @admin.display(description="limits")
+    def limits(self, obj):
+        parts = []
+        if obj.limit_usd is not None:
+            parts.append(f"${format_usd(obj.limit_usd)}")
+        if obj.limit_tokens is not None:
+            parts.append(f"{obj.limit_tokens} tokens")
+        return " / ".join(parts) or "-"
+
+    @admin.display(description="filter")
+    def filter_display(self, obj):
+        if obj.route_id is not None:
+            return f"route {obj.route.alias}"
+        if obj.deployment_id is not None:
+            return f"deployment {obj.deployment.name}"
+        return "-"
+
+    @admin.display(description="at the limit", ordering="hard_action")
+    def action_display(self, obj):
+        if obj.hard_action == Budget.HardAction.FALLBACK and obj.fallback_route_id is not None:
+            return f"fall back to {obj.fallback_route.alias}"
+        return obj.get_hard_action_display()
+
+
+@admin.register(RateCard)
+class RateCardAdmin(AuditedAdmin):
+    audit_target_type = "rate_card"
+    list_display = ["org", "deployment_display", "multiplier", "input_price_per_mtok", "output_price_per_mtok",
+                    "created_at"]
+    list_filter = ["org"]
+    list_select_related = ["org", "deployment"]
+    search_fields = ["org__slug", "deployment__name"]
+    readonly_fields = ["created_at"]
+
+    @admin.display(description="deployment", ordering="deployment__name")
+    def deployment_display(self, obj):
+        return obj.deployment.name if obj.deployment_id is not None else "(every deployment)"

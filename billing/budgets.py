@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from billing.models import Budget
@@ -161,7 +161,7 @@ class CounterState:
 
 def reserved_prompt_tokens(counted: int) -> int:
     """The prompt tokens a reservation assumes: the count plus a tokenizer margin."""
-    return int((Decimal(counted) * PROMPT_MARGIN).to_integral_value()) + PROMPT_MARGIN_TOKENS
+    return int((Decimal(counted) * PROMPT_MARGIN).to_integral_value(rounding=ROUND_CEILING)) + PROMPT_MARGIN_TOKENS
 
 
 @dataclass
@@ -239,11 +239,11 @@ def remaining(refs: list[CounterRef], states: list[CounterState]) -> dict[str, A
         if rule.limit_nanos is not None:
             left = max(0, rule.limit_nanos - state.spent_nanos - state.reserved_nanos)
             info["remaining_usd"] = format_usd(nanos_to_usd(left))
-            shares.append(left / rule.limit_nanos)
+            shares.append(left / rule.limit_nanos if rule.limit_nanos else 0.0)
         if rule.limit_tokens is not None:
             left = max(0, rule.limit_tokens - state.spent_tokens - state.reserved_tokens)
             info["remaining_tokens"] = left
-            shares.append(left / rule.limit_tokens)
+            shares.append(left / rule.limit_tokens if rule.limit_tokens else 0.0)
         share = min(shares)
         if best is None or share < best[0]:
             best = (share, info)

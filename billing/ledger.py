@@ -49,6 +49,22 @@ log = logging.getLogger(__name__)
 _threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="budget-ledger")
 
 
+def close_connections() -> None:
+    """Close the ledger threads' database connections (test teardown)."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(_threads._max_workers)
+
+    def close() -> None:
+        connections.close_all()
+        barrier.wait(timeout=5)  # holds each thread, so every one of them gets a task
+
+    for future in [_threads.submit(close) for _ in range(_threads._max_workers)]:
+        future.result(timeout=10)
+
+
 def lease_seconds() -> float:
     return float(settings.GATEWAY["BUDGET_LEASE_SECONDS"])
 

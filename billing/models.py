@@ -152,6 +152,10 @@ class Budget(models.Model):
                                    name="budget_has_a_limit"),
             models.CheckConstraint(condition=Q(route__isnull=True) | Q(deployment__isnull=True),
                                    name="budget_one_filter"),
+            models.CheckConstraint(condition=Q(limit_usd__isnull=True) | Q(limit_usd__gt=0),
+                                   name="budget_usd_limit_positive"),
+            models.CheckConstraint(condition=Q(limit_tokens__isnull=True) | Q(limit_tokens__gt=0),
+                                   name="budget_token_limit_positive"),
         ]
 
     def __str__(self) -> str:

@@ -27,6 +27,9 @@ def _close_usage_writer_connection():
     from billing.recorder import usage_recorder
 
     usage_recorder.close_connections()  # lets the test database be dropped
+    from billing.ledger import close_connections
+
+    close_connections()
 
 
 @pytest.fixture(autouse=True)

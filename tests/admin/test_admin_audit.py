@@ -1,5 +1,6 @@
 """Platform operators' changes through Django admin are audited, secrets never shown twice."""
 import re
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -92,3 +93,77 @@ def test_a_route_with_candidates_is_created_in_admin_and_audited(operator_client
     assert [c.deployment.name for c in route.candidates.all()] == ["first-choice", "second-choice"]
     assert AuditEvent.objects.filter(action="route.create", actor="operator").exists()
     assert AuditEvent.objects.filter(action="route.candidates.update").exists()
+
+
+def _budget_form(org, **fields):
+    data = {
+        "org": org.pk, "name": "monthly cap", "scope": "org", "api_key": "", "window": "month",
+        "limit_usd": "25", "limit_tokens": "", "route": "", "deployment": "", "soft_threshold_percent": 80,
+        "hard_action": "block", "fallback_route": "", "enabled": "on",
+    }
+    data.update(fields)
+    return data
+
+
+def test_a_budget_is_created_in_admin_and_audited(operator_client, org):
+    from billing.models import Budget
+
+    response = operator_client.post("/admin/billing/budget/add/", _budget_form(org))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    budget = Budget.objects.get(name="monthly cap")
+    assert (budget.org_id, budget.scope, budget.window, str(budget.limit_usd)) == (org.pk, "org", "month",
+                                                                                  "25.000000000")
+    event = AuditEvent.objects.get(action="budget.create")
+    assert (event.actor, event.org_id, event.target_type, event.target_id) == ("operator", org.pk, "budget",
+                                                                               str(budget.pk))
+    assert {"org", "name", "limit_usd"} <= set(event.data["fields"])
+    listing = operator_client.get("/admin/billing/budget/")
+    assert listing.status_code == 200 and "monthly cap" in listing.content.decode() and "$25" in listing.content.decode()
+
+
+def test_an_invalid_budget_shows_the_error_in_admin_and_is_not_saved(operator_client, org):
+    from billing.models import Budget
+    from gateway.models import Route
+
+    cheap = Route.objects.create(alias="cheap", org=org)
+    response = operator_client.post("/admin/billing/budget/add/",
+                                    _budget_form(org, hard_action="fallback", fallback_route=cheap.pk))
+    assert response.status_code == 200
+    assert "only a budget filtered to a route or deployment can fall back" in response.content.decode()
+    assert not Budget.objects.exists()
+    assert not AuditEvent.objects.filter(action__startswith="budget.").exists()
+
+
+def test_a_filtered_fallback_budget_is_listed_with_its_filter_and_action(operator_client, org):
+    from billing.models import Budget
+    from gateway.models import Route
+
+    premium, cheap = Route.objects.create(alias="premium", org=org), Route.objects.create(alias="cheap", org=org)
+    response = operator_client.post("/admin/billing/budget/add/", _budget_form(
+        org, name="premium cap", limit_usd="", limit_tokens="100000", route=premium.pk, hard_action="fallback",
+        fallback_route=cheap.pk))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert Budget.objects.get(name="premium cap").fallback_route_id == cheap.pk
+    listing = operator_client.get("/admin/billing/budget/").content.decode()
+    assert "route premium" in listing and "fall back to cheap" in listing and "100000 tokens" in listing
+
+
+def test_rate_card_changes_in_admin_are_audited(operator_client, org):
+    from billing.models import RateCard
+
+    response = operator_client.post("/admin/billing/ratecard/add/", {
+        "org": org.pk, "deployment": "", "multiplier": "0.85", "input_price_per_mtok": "",
+        "output_price_per_mtok": ""})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    card = RateCard.objects.get(org=org)
+    assert AuditEvent.objects.filter(action="rate_card.create", actor="operator", target_id=str(card.pk)).exists()
+    # Explicit prices without a deployment: the model's validation error is shown, nothing changes.
+    response = operator_client.post(f"/admin/billing/ratecard/{card.pk}/change/", {
+        "org": org.pk, "deployment": "", "multiplier": "", "input_price_per_mtok": "1",
+        "output_price_per_mtok": "2"})
+    assert response.status_code == 200 and "explicit prices need a deployment" in response.content.decode()
+    card.refresh_from_db()
+    assert card.multiplier == Decimal("0.85") and not AuditEvent.objects.filter(action="rate_card.update").exists()
+    response = operator_client.post(f"/admin/billing/ratecard/{card.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and not RateCard.objects.exists()
+    assert AuditEvent.objects.filter(action="rate_card.delete", target_id=str(card.pk)).exists()
