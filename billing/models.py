@@ -140,6 +140,9 @@ class Budget(models.Model):
     soft_threshold_percent = models.PositiveSmallIntegerField(
         default=80, validators=[MinValueValidator(1), MaxValueValidator(100)],
         help_text="percentage of the limit at which the org is notified")
+    throttle_rpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="past the soft threshold, at most this many requests per minute in the budget's scope")
     hard_action = models.CharField(max_length=10, choices=HardAction.choices, default=HardAction.BLOCK)
     fallback_route = models.ForeignKey(Route, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
                                        help_text="where requests go once a filtered budget is used up")
@@ -228,6 +231,29 @@ class Budget(models.Model):
             return None
         aliases = dict(Route.objects.filter(pk__in=cycle).values_list("pk", "alias"))
         return [aliases.get(pk, str(pk)) for pk in cycle]
+
+
+class BudgetNotice(models.Model):
+    """A notification sent for a budget: one per budget, end user, window and kind
+    (the unique constraint is what makes it exactly one)."""
+
+    class Kind(models.TextChoices):
+        SOFT = "soft", "Soft threshold crossed"
+        HARD = "hard", "Hard limit reached"
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="notices")
+    subject = models.CharField(max_length=200, blank=True)
+    window_start = models.DateTimeField()
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    email_sent_at = models.DateTimeField(null=True, blank=True)
+    webhook_delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "subject", "window_start", "kind"], name="uniq_budget_notice"),
+        ]
 
 
 class BudgetCounter(models.Model):

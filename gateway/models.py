@@ -225,3 +225,17 @@ class RoutingPolicy(models.Model):
                 if not model.objects.filter(owners, **lookup).exists():
                     problems.append(f"rules[{index}].then.{kind}: no {kind} named {name!r} for this organization")
         return problems
+
+
+class RateCounter(models.Model):
+    """Requests and tokens of one rate-limited scope in one minute (the database
+    limiter; with Redis the counters live there)."""
+
+    scope = models.CharField(max_length=250)
+    minute = models.BigIntegerField(help_text="minutes since the epoch (UTC)")
+    requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "minute"], name="uniq_rate_counter")]
+        indexes = [models.Index(fields=["minute"], name="rate_counter_minute_idx")]

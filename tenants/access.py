@@ -39,6 +39,13 @@ class KeyPrincipal:
     max_tokens_per_request: int | None
     store_prompts: bool
     budget_in_protocol: bool = False
+    # Token control (docs/token-control.md); None: no limit.
+    org_max_tokens_per_request: int | None = None
+    org_max_input_tokens: int | None = None
+    key_rpm_limit: int | None = None
+    key_tpm_limit: int | None = None
+    end_user_rpm_limit: int | None = None
+    end_user_tpm_limit: int | None = None
 
     def may_request(self, name: str) -> bool:
         return not self.allowed_models or name in self.allowed_models
@@ -85,6 +92,12 @@ def authenticate_api_key(raw: object, *, source: str = "websocket") -> KeyPrinci
         max_tokens_per_request=api_key.max_tokens_per_request,
         store_prompts=org.store_prompts,
         budget_in_protocol=org.budget_in_protocol,
+        org_max_tokens_per_request=org.max_tokens_per_request,
+        org_max_input_tokens=org.max_input_tokens,
+        key_rpm_limit=api_key.rpm_limit,
+        key_tpm_limit=api_key.tpm_limit,
+        end_user_rpm_limit=org.end_user_rpm_limit,
+        end_user_tpm_limit=org.end_user_tpm_limit,
     )
 
 

@@ -29,10 +29,30 @@ class Organization(models.Model):
     store_prompts = models.BooleanField(default=False)
     budget_in_protocol = models.BooleanField(
         default=False, help_text="tell clients their remaining budget in auth_ok and llm_response_end")
+    # Token control (docs/token-control.md).
+    max_tokens_per_request = models.PositiveIntegerField(
+        null=True, blank=True, help_text="cap on any request's output tokens (max_tokens is clamped to it)")
+    max_input_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="longer prompts are truncated (system prompt and newest turns kept)")
+    end_user_rpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="requests per minute for each end user (metadata.user_id)")
+    end_user_tpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="tokens per minute for each end user (metadata.user_id)")
+    # Budget notifications: also POSTed here, signed (docs/token-control.md).
+    webhook_url = models.URLField(blank=True, help_text="https URL for budget notifications (optional)")
+    webhook_secret = models.CharField(max_length=64, blank=True, editable=False,
+                                      help_text="HMAC key of the X-OpenClaw-Signature header")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["slug"]
+
+    def save(self, *args, **kwargs):
+        if self.webhook_url and not self.webhook_secret:
+            import secrets
+
+            self.webhook_secret = secrets.token_urlsafe(32)
+        super().save(*args, **kwargs)
 
     def __str__(self) -> str:
         return self.slug
@@ -76,6 +96,8 @@ class ApiKey(models.Model):
     # Empty means every name the org can resolve.
     allowed_models = models.JSONField(default=list, blank=True)
     max_tokens_per_request = models.PositiveIntegerField(null=True, blank=True)
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="requests per minute for this key")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="tokens per minute for this key")
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
