@@ -41,6 +41,7 @@ class BudgetRule:
     route_id: int | None
     deployment_id: int | None
     soft_threshold_percent: int
+    throttle_rpm: int | None
     fallback_route: str | None  # the alias to re-route to, for a fallback budget
 
     @property
@@ -55,7 +56,8 @@ class BudgetRule:
             id=budget.pk, org_id=budget.org_id, name=budget.name, scope=budget.scope, api_key_id=budget.api_key_id, window=budget.window,
             limit_nanos=usd_to_nanos(budget.limit_usd) if budget.limit_usd is not None else None,
             limit_tokens=budget.limit_tokens, route_id=budget.route_id, deployment_id=budget.deployment_id,
-            soft_threshold_percent=budget.soft_threshold_percent, fallback_route=fallback,
+            soft_threshold_percent=budget.soft_threshold_percent, throttle_rpm=budget.throttle_rpm,
+            fallback_route=fallback,
         )
 
     def describe(self) -> str:

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 from channels.db import database_sync_to_async
 
 from billing import budgets
 from billing.budgets import BudgetRule, CounterState, Lease
 from billing.ledger import keeper
-from billing.money import usd_to_nanos
+from billing.models import BudgetNotice
+from billing.money import format_usd, nanos_to_usd, usd_to_nanos
 from billing.services import UsageDraft
+from gateway.ratelimits import Limit, RateLimited, limiter, subject_hash
 from gateway.routing import RouteDecision, Target
 from tenants.access import KeyPrincipal
+
+log = logging.getLogger(__name__)
 
 
 async def org_budgets(org_id: int) -> tuple[BudgetRule, ...]:
@@ -50,11 +56,68 @@ async def reserve_attempt(*, draft: UsageDraft, principal: KeyPrincipal, decisio
     draft.lease = lease
     try:
         await books.ledger.reserve(lease)
-    except budgets.BudgetExhausted:
+    except budgets.BudgetExhausted as exc:
         draft.lease = None
+        _notify(exc.ref, exc.state, BudgetNotice.Kind.HARD)
         raise
     books.hold(lease)
+    try:
+        await _throttle_past_soft_threshold(lease)
+    except RateLimited:
+        await release_attempt(draft)
+        raise
     return lease
+
+
+def _past_soft_threshold(rule: BudgetRule, state: CounterState) -> int | None:
+    """The percentage of the limit used (spent + reserved), if at or past the soft threshold."""
+    used = []
+    if rule.limit_nanos:
+        used.append((state.spent_nanos + state.reserved_nanos) * 100 // rule.limit_nanos)
+    if rule.limit_tokens:
+        used.append((state.spent_tokens + state.reserved_tokens) * 100 // rule.limit_tokens)
+    percent = max(used, default=0)
+    return percent if percent >= rule.soft_threshold_percent else None
+
+
+async def _throttle_past_soft_threshold(lease: Lease) -> None:
+    """Past a budget's soft threshold (counting this request), its scope may make at
+    most `throttle_rpm` requests a minute: a runaway client slows down before the
+    hard wall. Also where the soft-threshold notification is raised."""
+    limits = []
+    for ref, state in zip(lease.refs, lease.after):
+        if _past_soft_threshold(ref.rule, state) is None:
+            continue
+        _notify(ref, state, BudgetNotice.Kind.SOFT)
+        if ref.rule.throttle_rpm:
+            window = int(ref.window_start.timestamp())
+            subject = f":{subject_hash(ref.subject)}" if ref.subject else ""
+            limits.append(Limit(scope=f"throttle:{ref.rule.id}:{window}{subject}",
+                                label=f"budget {ref.rule.name!r} past its soft threshold",
+                                rpm=ref.rule.throttle_rpm))
+    if limits:
+        await limiter().admit(limits, 0)
+
+
+def _notify(ref, state: CounterState, kind: str) -> None:
+    """Hand a notification to the Celery worker (once per budget, end user, window and
+    kind: deduplicated here, and made exactly-once by the worker)."""
+    rule = ref.rule
+    figures = {
+        "budget": rule.name, "scope": rule.scope, "window": rule.window,
+        "limit_usd": format_usd(nanos_to_usd(rule.limit_nanos)) if rule.limit_nanos is not None else None,
+        "used_usd": format_usd(nanos_to_usd(state.spent_nanos + state.reserved_nanos)),
+        "limit_tokens": rule.limit_tokens, "used_tokens": state.spent_tokens + state.reserved_tokens,
+        "percent": _past_soft_threshold(rule, state) if kind == BudgetNotice.Kind.SOFT else 100,
+        "window_end": ref.window_end.strftime("%Y-%m-%dT%H:%M:%SZ") if ref.window_end else None,
+    }
+    try:
+        from billing.notifications import enqueue_budget_notice
+
+        enqueue_budget_notice(budget_id=rule.id, subject=ref.subject, window_start=ref.window_start, kind=kind,
+                              figures=figures)
+    except Exception:  # a notification must never fail the request
+        log.exception("could not hand budget notice of %s to the worker", rule.name)
 
 
 async def release_attempt(draft: UsageDraft) -> None:

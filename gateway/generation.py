@@ -28,8 +28,10 @@ from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
 from gateway.health import health
 from gateway.policies import apply_policies
-from gateway.routing import RouteDecision, resolve_model_cached
-from gateway.tokens import clamp_max_tokens, count_completion_tokens, count_prompt_tokens
+from gateway.routing import RouteDecision, Target, resolve_model_cached
+from gateway.ratelimits import count_completion, limiter, request_limits
+from gateway.tokens import (FittedPrompt, PromptTooLong, clamp_max_tokens, count_completion_tokens,
+                            count_prompt_tokens, fit_prompt, model_max_output_tokens)
 from tenants.access import KeyPrincipal
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
     started = False
     model = ""  # the litellm model string, for counting tokens the provider did not report
     decision: RouteDecision | None = None
+    counted_scopes: list[str] = []  # token rate limits to charge the completion to
     try:
         if frame.session_id is not None:
             raise GatewayError(ErrorCode.BAD_REQUEST, "sessions not enabled", request_id=request_id)
@@ -87,6 +90,11 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             prompt_tokens = await count_prompt_tokens(decision.target.litellm_model, messages)
             draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED
             draft.via_route_id = decision.route_id
+            if not fallbacks:
+                limits = request_limits(principal, draft.end_user, decision)
+                if limits:
+                    await limiter().admit(limits, prompt_tokens)
+                    counted_scopes = [limit.scope for limit in limits if limit.tpm]
             try:
                 opened = await _open_first_token(decision, frame, principal, messages, prompt_tokens, draft)
                 break
@@ -97,7 +105,8 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
                                   "to": exc.fallback_route})
                 name = exc.fallback_route
         params = frame.parameters
-        stream, first_text, target, max_tokens = opened
+        stream, first_text, target, max_tokens = opened.stream, opened.first_text, opened.target, opened.max_tokens
+        prompt_tokens = draft.prompt_tokens = opened.prompt.prompt_tokens
         model = target.litellm_model
         draft.deployment_id, draft.deployment_name, draft.provider = target.deployment_id, target.name, target.provider
         draft.route = decision.explain(served_by=target)
@@ -106,7 +115,8 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         draft.max_tokens = max_tokens
         start_frame = protocol.response_start_frame(
             request_id=request_id, model=frame.model, route=draft.route, prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens, truncated=False,
+            max_tokens=max_tokens, truncated=opened.prompt.removed_tokens > 0,
+            truncated_tokens=opened.prompt.removed_tokens,
         )
         lease = draft.lease
         stopped_at_max = False
@@ -200,51 +210,92 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         # budget reservation is settled to its cost when the record is written.
         draft.ended_at = timezone.now()
         usage_recorder.submit(draft)
+        count_completion(counted_scopes, draft.completion_tokens)
+
+
+@dataclass
+class Opened:
+    """An attempt that produced its first token (or ended cleanly with none)."""
+
+    stream: UpstreamStream
+    first_text: str | None
+    target: Target
+    max_tokens: int
+    prompt: FittedPrompt
+
+
+async def _shape(target: Target, frame: LlmRequestFrame, principal: KeyPrincipal, messages: list[dict],
+                 prompt_tokens: int, request_id: str) -> tuple[int, FittedPrompt] | None:
+    """Clamp max_tokens and fit the prompt for one deployment: (max_tokens, prompt).
+
+    The output is clamped first (the request's, the key's, the org's, the
+    deployment's and the model's own maximum); then a prompt longer than the
+    context window minus that output, or than the org's input limit, is
+    truncated, keeping the system prompt and the newest turns. If even those do
+    not fit, the output shrinks to what the context window leaves; if nothing is
+    left, GatewayError 400 with the numbers (None from a multi-candidate route:
+    another deployment may have a larger window)."""
+    max_tokens = clamp_max_tokens(
+        requested=frame.parameters.max_tokens, default=settings.GATEWAY["DEFAULT_MAX_TOKENS"],
+        deployment_max=target.max_output_tokens, key_max=principal.max_tokens_per_request,
+        org_max=principal.org_max_tokens_per_request, model_max=model_max_output_tokens(target.litellm_model),
+    )
+    input_cap = principal.org_max_input_tokens
+    room = target.context_window - max_tokens
+    if input_cap:
+        room = min(room, input_cap)
+    try:
+        return max_tokens, await fit_prompt(target.litellm_model, messages, prompt_tokens, room)
+    except PromptTooLong as exc:
+        widest = target.context_window - 1 if not input_cap else min(target.context_window - 1, input_cap)
+        if exc.needed <= widest:
+            prompt = FittedPrompt(exc.minimal, exc.needed, prompt_tokens - exc.needed,
+                                  len(messages) - len(exc.minimal))
+            return min(max_tokens, target.context_window - exc.needed), prompt
+        why = (f"the organization's input limit of {input_cap} tokens" if input_cap and input_cap < target.context_window
+               else f"{target.name!r}'s context window of {target.context_window} tokens")
+        message = (f"the prompt is {exc.needed} tokens even truncated to the system prompt and the newest turn "
+                   f"(from {prompt_tokens}); {why} leaves room for at most {widest}")
+        raise GatewayError(ErrorCode.BAD_REQUEST, message, request_id=request_id) from None
 
 
 async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, principal: KeyPrincipal,
-                            messages: list[dict], prompt_tokens: int, draft: UsageDraft):
+                            messages: list[dict], prompt_tokens: int, draft: UsageDraft) -> Opened:
     """Try the decision's deployments in order until one produces its first token
-    (or ends cleanly with none). Returns (stream, first text or None, target,
-    max_tokens). Each attempt first reserves its worst case against the budgets
-    that apply to it. A failure before the first token gives the reservation
-    back, is recorded in the deployment's health and in `decision.attempts`, and
-    the next candidate is tried."""
+    (or ends cleanly with none). Each attempt is shaped for its deployment (output
+    clamp, prompt truncation) and first reserves its worst case against the
+    budgets that apply to it. A failure before the first token gives the
+    reservation back, is recorded in the deployment's health and in
+    `decision.attempts`, and the next candidate is tried."""
     request_id = draft.client_request_id
     params = frame.parameters
     last_error: UpstreamError | None = None
-    last_budget_refusal: BudgetExhausted | None = None
+    last_refusal: GatewayError | BudgetExhausted | None = None
     tried = 0
     for target in decision.candidates:
         if tried >= decision.max_attempts:
             break
-        if prompt_tokens >= target.context_window:
+        try:
+            max_tokens, prompt = await _shape(target, frame, principal, messages, prompt_tokens, request_id)
+        except GatewayError as exc:
             if len(decision.candidates) == 1:
-                raise GatewayError(
-                    ErrorCode.BAD_REQUEST,
-                    f"prompt is {prompt_tokens} tokens; {target.name!r} accepts at most {target.context_window - 1}",
-                    request_id=request_id,
-                )
+                raise
+            last_refusal = exc
             continue
         tried += 1
-        max_tokens = clamp_max_tokens(
-            requested=params.max_tokens, default=settings.GATEWAY["DEFAULT_MAX_TOKENS"],
-            deployment_max=target.max_output_tokens, key_max=principal.max_tokens_per_request,
-            context_window=target.context_window, prompt_tokens=prompt_tokens,
-        )
         try:
             await reserve_attempt(draft=draft, principal=principal, decision=decision, target=target,
-                                  prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+                                  prompt_tokens=prompt.prompt_tokens, max_tokens=max_tokens)
         except BudgetExhausted as exc:
             if exc.ref.rule.deployment_id is None or exc.fallback_route is not None:
                 raise
             # Only this deployment's own budget is used up: another candidate may serve.
             decision.attempts.append({"deployment": target.name, "error": f"budget {exc.ref.rule.name!r} used up",
                                       "code": int(ErrorCode.BUDGET_EXHAUSTED)})
-            last_budget_refusal = exc
+            last_refusal = exc
             continue
         call = UpstreamCall(
-            target=target, messages=messages, max_tokens=max_tokens, temperature=params.temperature,
+            target=target, messages=prompt.messages, max_tokens=max_tokens, temperature=params.temperature,
             top_p=params.top_p, stop=params.stop, presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty, seed=params.seed,
         )
@@ -269,9 +320,9 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
             health.end_attempt(target.deployment_id, stream.attempt_id)
             raise
         health.record_success(target.deployment_id, (time.monotonic() - attempt_started) * 1000)
-        return stream, first, target, max_tokens
-    if last_error is None and last_budget_refusal is not None:
-        raise last_budget_refusal
+        return Opened(stream, first, target, max_tokens, prompt)
+    if last_error is None and last_refusal is not None:
+        raise last_refusal
     if last_error is None:
         raise GatewayError(ErrorCode.BAD_REQUEST, f"the prompt ({prompt_tokens} tokens) fits no deployment of "
                            f"{frame.model!r}", request_id=request_id)

@@ -223,9 +223,12 @@ def pong_frame() -> dict[str, Any]:
 
 
 def response_start_frame(*, request_id: str, model: str, route: dict[str, Any], prompt_tokens: int,
-                         max_tokens: int, truncated: bool) -> dict[str, Any]:
-    return {"type": "llm_response_start", "request_id": request_id, "model": model, "route": route,
-            "prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "truncated": truncated}
+                         max_tokens: int, truncated: bool, truncated_tokens: int = 0) -> dict[str, Any]:
+    frame = {"type": "llm_response_start", "request_id": request_id, "model": model, "route": route,
+             "prompt_tokens": prompt_tokens, "max_tokens": max_tokens, "truncated": truncated}
+    if truncated:
+        frame["truncated_tokens"] = truncated_tokens  # prompt tokens removed (oldest turns)
+    return frame
 
 
 def token_frame(*, request_id: str, seq: int, content: str) -> dict[str, Any]:

@@ -22,7 +22,8 @@ def rule(id=1, *, name="monthly", scope="org", api_key_id=None, window="month", 
          limit_tokens=None, route_id=None, deployment_id=None, fallback_route=None) -> BudgetRule:
     return BudgetRule(id=id, org_id=1, name=name, scope=scope, api_key_id=api_key_id, window=window,
                       limit_nanos=limit_nanos, limit_tokens=limit_tokens, route_id=route_id,
-                      deployment_id=deployment_id, soft_threshold_percent=80, fallback_route=fallback_route)
+                      deployment_id=deployment_id, soft_threshold_percent=80, throttle_rpm=None,
+                      fallback_route=fallback_route)
 
 
 def utc(*args) -> datetime:
