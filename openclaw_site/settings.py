@@ -10,6 +10,7 @@ docs/operations.md for every variable.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from pathlib import Path
@@ -200,6 +201,31 @@ GATEWAY = {
     "BUDGET_LEASE_SECONDS": env_int("OPENCLAW_BUDGET_LEASE_SECONDS", 30, minimum=2),
     "BUDGET_LEASE_EXTEND_SECONDS": env_int("OPENCLAW_BUDGET_LEASE_EXTEND_SECONDS", 1, minimum=1),
 }
+
+# --- Email and webhooks (budget notifications, docs/token-control.md) ---------------
+# Development prints mail on the worker's console; production sends it over SMTP.
+EMAIL_BACKEND = env_str("OPENCLAW_EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION
+    else "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env_str("OPENCLAW_EMAIL_FILE_PATH") or str(DATA_DIR / "mail")  # the file backend's directory
+EMAIL_HOST = env_str("OPENCLAW_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("OPENCLAW_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("OPENCLAW_EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("OPENCLAW_EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("OPENCLAW_EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("OPENCLAW_EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("set OPENCLAW_EMAIL_USE_TLS (STARTTLS) or OPENCLAW_EMAIL_USE_SSL, not both")
+EMAIL_TIMEOUT = env_int("OPENCLAW_EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("OPENCLAW_EMAIL_FROM") or "OpenClaw Gateway <noreply@localhost>"
+# Networks webhooks may reach although private/loopback/link-local (comma-separated CIDRs).
+WEBHOOK_ALLOWED_NETWORKS = env_list("OPENCLAW_WEBHOOK_ALLOWED_NETWORKS")
+for _network in WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"OPENCLAW_WEBHOOK_ALLOWED_NETWORKS must be comma-separated CIDRs, got {_network!r}") from None
 
 # --- Django REST framework --------------------------------------------------------
 REST_FRAMEWORK = {

@@ -48,19 +48,28 @@ def _fresh_process_caches():
 def pytest_collection_modifyitems(items):
     for item in items:
         if inspect.iscoroutinefunction(getattr(item, "function", None)):
-            item.fixturenames.insert(0, "_stop_leftover_tasks")  # set up first, so torn down last
+            # Appended: set up after the database fixtures, so torn down before
+            # them (before a transactional test's flush) and before the loop closes.
+            item.fixturenames.append("_stop_leftover_tasks")
 
 
 @pytest.fixture
 async def _stop_leftover_tasks():
-    """(Added to every async test.) Stop the loop's background tasks (health listener, presence refresher, usage
-    writer, consumers a test left open) before pytest-asyncio closes the loop.
+    """(Added to every async test.) Finish the test's background work before the
+    database is flushed and the event loop closes: usage records still queued are
+    written, the loop's background tasks (health listener, presence refresher,
+    lease keeper, consumers a test left open) are stopped, and the worker threads
+    finish what they were doing — a write racing the flush's TRUNCATE deadlocks.
 
     A cancel that lands while redis-py is mid-read can be turned into a timeout and
     retried inside redis-py, so a single cancel may be lost and the loop's close
     would wait forever; cancelling again until each task ends cannot hang.
     """
     yield
+    from billing import ledger
+    from billing.recorder import usage_recorder
+
+    await usage_recorder.flush(timeout=10)
     current = asyncio.current_task()
     pending = {task for task in asyncio.all_tasks() if task is not current}
     deadline = asyncio.get_running_loop().time() + 30
@@ -68,10 +77,23 @@ async def _stop_leftover_tasks():
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.5)
+    await asyncio.to_thread(_drain, ledger._threads)
+    await asyncio.to_thread(_drain, usage_recorder._executor)
     if pending:
         for task in pending:
             task.print_stack()
         pytest.fail(f"{len(pending)} background task(s) would not stop: {pending}")
+
+
+def _drain(executor) -> None:
+    """Return once every job already given to the thread pool has finished (each
+    worker thread takes one of these in turn, after the jobs queued before it)."""
+    import threading
+
+    workers = executor._max_workers
+    barrier = threading.Barrier(workers)
+    for future in [executor.submit(barrier.wait, 30) for _ in range(workers)]:
+        future.result(timeout=60)
 
 
 @pytest.fixture(scope="session")
