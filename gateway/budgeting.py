@@ -106,8 +106,8 @@ def _notify(ref, state: CounterState, kind: str) -> None:
     figures = {
         "budget": rule.name, "scope": rule.scope, "window": rule.window,
         "limit_usd": format_usd(nanos_to_usd(rule.limit_nanos)) if rule.limit_nanos is not None else None,
-        "used_usd": format_usd(nanos_to_usd(state.spent_nanos + state.reserved_nanos)),
-        "limit_tokens": rule.limit_tokens, "used_tokens": state.spent_tokens + state.reserved_tokens,
+        "spent_usd": format_usd(nanos_to_usd(state.spent_nanos + state.reserved_nanos)),
+        "limit_tokens": rule.limit_tokens, "spent_tokens": state.spent_tokens + state.reserved_tokens,
         "percent": _past_soft_threshold(rule, state) if kind == BudgetNotice.Kind.SOFT else 100,
         "window_end": ref.window_end.strftime("%Y-%m-%dT%H:%M:%SZ") if ref.window_end else None,
     }

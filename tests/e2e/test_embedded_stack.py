@@ -85,12 +85,10 @@ def test_run_gateway_prints_how_to_connect_and_serves_the_demo(tmp_path):
 
 
 def test_a_real_celery_worker_rolls_up_usage(stack):
-    from celery import Celery
-
     asyncio.run(stream_for_usage(stack))
     stack.wait_for_rows("SELECT 1 FROM billing_usagerecord WHERE client_request_id = %s", ("for-rollup",))
     stack.start_worker()
-    client = Celery("openclaw-test", broker=stack.broker_url, backend=stack.result_backend)
+    client = stack.celery_client()
     result = client.send_task("billing.tasks.rollup_usage_day").get(timeout=90)
     assert result["rows"] >= 1
     # Idempotent: a second run rebuilds the same rows rather than adding to them.

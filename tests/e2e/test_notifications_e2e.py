@@ -99,11 +99,9 @@ def emails(mail_dir: Path) -> list[str]:
 
 
 def test_a_worker_sends_one_email_audit_event_and_signed_webhook_per_window_and_kind(notify_stack, receiver):
-    from celery import Celery
-
     stack = notify_stack
     info = setup_org(stack, f"http://127.0.0.1:{receiver.server_port}/openclaw-hook")
-    client = Celery("openclaw-test", broker=stack.broker_url, backend=stack.result_backend)
+    client = stack.celery_client()
     base = {"budget_id": info["budget_id"], "subject": "", "window_start": WINDOW_START, "figures": FIGURES}
     results = [client.send_task("billing.tasks.send_budget_notice", kwargs={**base, "kind": "soft"})
                for _ in range(3)]
@@ -159,3 +157,48 @@ def test_a_worker_sends_one_email_audit_event_and_signed_webhook_per_window_and_
     assert again["status"] == "duplicate"
     time.sleep(1)
     assert len(emails(stack.mail_dir)) == 2 and len(receiver.received) == 3
+
+
+async def test_the_gateway_raises_one_notice_per_kind_however_many_requests_cross(notify_stack, receiver):
+    """Over real sockets: many requests past the soft threshold and several refused at
+    the hard limit make exactly one soft and one hard notification."""
+    import asyncio
+
+    import websockets
+
+    from tests.support.frames import collect, next_frame, send_frame
+
+    stack = notify_stack
+    await asyncio.to_thread(setup_org, stack, f"http://127.0.0.1:{receiver.server_port}/openclaw-hook")
+    budget_id = int((await asyncio.to_thread(stack.manage, "shell", "-c", (
+        "from decimal import Decimal; from billing.models import Budget; from tenants.models import Organization; "
+        "b = Budget.objects.create(org=Organization.objects.get(slug='demo'), name='live', window='day', "
+        "limit_usd=Decimal('0.01'), soft_threshold_percent=50); print(b.pk)"))).strip().splitlines()[-1])
+    before_mail, before_hooks = len(emails(stack.mail_dir)), len(receiver.received)
+    port = await asyncio.to_thread(stack.start_gateway)
+    ws = await websockets.connect(stack.url(port))
+    await send_frame(ws, {"type": "auth", "token": stack.api_key})
+    assert (await next_frame(ws))["type"] == "auth_ok"
+    outcomes = []
+    for i in range(10):
+        await send_frame(ws, {"type": "llm_request", "request_id": f"n{i}", "model": "gpt-4-turbo",
+                              "prompt": "go [[mock tokens=50]]", "parameters": {"max_tokens": 50}})
+        outcomes.append((await collect(ws))[f"n{i}"][-1].get("code", 200))
+    await ws.close()
+    assert outcomes.count(200) >= 3 and outcomes.count(402) >= 3, outcomes
+
+    def notices():
+        return stack.query("SELECT kind FROM billing_budgetnotice WHERE budget_id = %s AND email_sent_at IS NOT "
+                           "NULL ORDER BY kind", (budget_id,))
+
+    assert await asyncio.to_thread(poll, lambda: len(notices()) == 2), notices()
+    await asyncio.to_thread(poll, lambda: len(receiver.received) >= before_hooks + 2)
+    await asyncio.sleep(2)  # anything extra would arrive now
+    assert [n[0] for n in notices()] == ["hard", "soft"], stack.query("SELECT kind, subject, window_start, created_at, data FROM billing_budgetnotice WHERE budget_id = %s", (budget_id,))
+    new_mail = emails(stack.mail_dir)[before_mail:]
+    assert len(new_mail) == 2 and all("'live'" in m for m in new_mail)
+    hooks = receiver.received[before_hooks:]
+    assert len(hooks) == 2
+    secret = stack.query("SELECT webhook_secret FROM tenants_organization WHERE slug = %s", ("demo",))[0][0]
+    assert all(verify_signature(secret, h["X-OpenClaw-Signature"], body) for h, body in hooks)
+    assert {json.loads(body)["event"] for _, body in hooks} == {"budget.soft_threshold", "budget.hard_limit"}

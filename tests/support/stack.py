@@ -52,6 +52,8 @@ class Stack:
         self.env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         self.env["OPENCLAW_DATA_DIR"] = str(data_dir)
         self.env["PYTHONUNBUFFERED"] = "1"
+        # Its own Celery queue: stacks (and the test process) may share one Redis broker.
+        self.env["OPENCLAW_CELERY_QUEUE"] = f"openclaw-{name}-{os.getpid()}"
         base_url = os.environ.get("DATABASE_URL", "")
         if base_url.startswith("postgres"):
             self.pg_url = _recreate_pg_database(base_url, f"openclaw_{name}_{os.getpid()}")
@@ -100,6 +102,14 @@ class Stack:
                                    stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "worker.log", "w"))
         self.processes.append(("worker", process))
         return process
+
+    def celery_client(self):
+        """A Celery client that sends to this stack's broker and queue (task names, no imports)."""
+        from celery import Celery
+
+        client = Celery("openclaw-test", broker=self.broker_url, backend=self.result_backend)
+        client.conf.task_default_queue = self.env["OPENCLAW_CELERY_QUEUE"]
+        return client
 
     def stop(self) -> None:
         for _name, process in reversed(self.processes):
