@@ -18,7 +18,7 @@ class OrganizationAdmin(AuditedAdmin):
     list_display = ["slug", "name", "tier", "status", "created_at"]
     list_filter = ["tier", "status"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["public_id", "created_at"]
+    readonly_fields = ["public_id", "created_at", "webhook_secret"]  # the secret receivers verify signatures with
     inlines = [MembershipInline]
 
     def audit_org(self, obj):
