@@ -232,6 +232,8 @@ class DatabaseLedger:
         return await _in_thread(self._reap)
 
     def _reap(self) -> int:
+        if not BudgetLease.objects.filter(expires_at__lt=timezone.now()).exists():
+            return 0  # the usual case: no write transaction (SQLite has one writer at a time)
         reaped = 0
         with transaction.atomic():
             expired = BudgetLease.objects.select_for_update(skip_locked=True).filter(expires_at__lt=timezone.now())
