@@ -253,3 +253,52 @@ async def test_redis_losing_its_data_mid_run_rebuilds_the_counters_without_overs
     await holder.close()
     await assert_limit_held(budget_stack, budget_id, LIMIT, first + second + [held[-1]], 109)
     assert "missing from Redis; putting it back" in budget_stack.log()  # the held lease was re-asserted
+
+
+async def test_a_filtered_budget_reroutes_at_rate_card_prices_over_real_sockets(budget_stack):
+    """"At most so much on the premium model": at its limit, requests go to the economy
+    route instead, said in the start frame, priced with the org's rate card, and still
+    counted against the org budget."""
+    await asyncio.to_thread(clear_usage, budget_stack)
+    script = (
+        "from decimal import Decimal; from billing.models import Budget, RateCard; "
+        "from gateway.models import Deployment, Route, RouteCandidate; "
+        "from tenants.models import Organization; org = Organization.objects.get(slug='demo'); "
+        "Budget.objects.filter(org=org).delete(); RateCard.objects.filter(org=org).delete(); "
+        "premium, _ = Route.objects.get_or_create(org=org, alias='premium'); "
+        "economy, _ = Route.objects.get_or_create(org=org, alias='economy'); "
+        "RouteCandidate.objects.get_or_create(route=premium, deployment=Deployment.objects.get(name='claude-3-opus')); "
+        "RouteCandidate.objects.get_or_create(route=economy, deployment=Deployment.objects.get(name='gpt-4-turbo')); "
+        "Budget.objects.create(org=org, name='premium cap', window='month', limit_usd=Decimal('0.000001'), "
+        "route=premium, hard_action='fallback', fallback_route=economy); "
+        "b = Budget.objects.create(org=org, name='org monthly', window='month', limit_usd=Decimal('5')); "
+        "RateCard.objects.create(org=org, multiplier=Decimal('0.5')); print(b.pk)"
+    )
+    org_budget = int((await asyncio.to_thread(budget_stack.manage, "shell", "-c", script)).strip().splitlines()[-1])
+    await asyncio.sleep(1.1)  # budgets, routes and prices are cached for a second
+    ws = await authed(budget_stack.url(), budget_stack.api_key)
+    await send_frame(ws, {"type": "llm_request", "request_id": "p", "model": "premium",
+                          "prompt": "summarise [[mock tokens=10]]", "parameters": {"max_tokens": 20}})
+    frames = (await collect(ws))["p"]
+    await ws.close()
+    start, end = frames[0], frames[-1]
+    assert end["type"] == "llm_response_end", frames
+    assert start["route"]["deployment"] == "gpt-4-turbo"
+    assert start["route"]["budget_fallback"] == [{"budget": "premium cap", "from": "premium", "to": "economy"}]
+    # gpt-4-turbo's $10 / $30 per million at the org's 0.5 rate card: $5 / $15.
+    usage = end["usage"]
+    expected = (Decimal(5) * usage["prompt_tokens"] + Decimal(15) * usage["completion_tokens"]) / 1_000_000
+    assert end["cost_usd"] == format(expected.normalize(), "f")
+    assert usage["completion_tokens"] == 10
+    rows = await asyncio.to_thread(
+        budget_stack.wait_for_rows,
+        "SELECT input_price_per_mtok, output_price_per_mtok, cost_usd FROM billing_usagerecord "
+        "WHERE client_request_id = 'p'")
+    assert (Decimal(str(rows[0][0])), Decimal(str(rows[0][1]))) == (Decimal(5), Decimal(15))
+    deadline = time.monotonic() + 10
+    while True:
+        state = await asyncio.to_thread(ledger_state, budget_stack, org_budget)
+        if state["open_leases"] == 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert state["spent_nanos"] == int(expected * 10**9) and state["reserved_nanos"] == 0
