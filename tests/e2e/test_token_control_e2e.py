@@ -48,3 +48,51 @@ async def test_a_keys_requests_per_minute_are_counted_across_gateway_processes(s
         assert abs(frame["retry_after_ms"] - minute_ends_in) < 2_000
     for ws in sockets:
         await ws.close()
+
+
+async def test_clamps_truncation_and_the_throttle_over_real_sockets(stack):
+    """The org's output cap and input limit, and a budget throttling past its soft
+    threshold, as a client on a real socket sees them."""
+    script = (
+        "from decimal import Decimal; from billing.models import Budget; from tenants.models import Organization; "
+        "from tenants.services import api_key_create; org = Organization.objects.get(slug='demo'); "
+        "org.max_tokens_per_request = 40; org.max_input_tokens = 300; org.save(); "
+        "Budget.objects.filter(org=org).delete(); "
+        "Budget.objects.create(org=org, name='throttled', window='day', limit_usd=Decimal('0.02'), "
+        "soft_threshold_percent=1, throttle_rpm=2); "
+        "print(api_key_create(org=org, name='token control').raw)"
+    )
+    key = (await asyncio.to_thread(stack.manage, "shell", "-c", script)).strip().splitlines()[-1]
+    try:
+        ws = await websockets.connect(stack.url())
+        await send_frame(ws, {"type": "auth", "token": key})
+        assert (await next_frame(ws))["type"] == "auth_ok"
+        into = time.time() % 60
+        if into > 50:
+            await asyncio.sleep(60 - into + 0.05)
+        history = []
+        for i in range(8):
+            history += [{"role": "user", "content": f"question {i} " + "tell me more " * 20},
+                        {"role": "assistant", "content": f"answer {i} " + "here is more " * 20}]
+        messages = [{"role": "system", "content": "be brief"}, *history,
+                    {"role": "user", "content": "and now? [[mock tokens=5]]"}]
+        await send_frame(ws, {"type": "llm_request", "request_id": "long", "model": "gpt-4-turbo",
+                              "messages": messages, "parameters": {"max_tokens": 5000}})
+        frames = (await collect(ws))["long"]
+        start = frames[0]
+        assert frames[-1]["type"] == "llm_response_end", frames
+        assert start["max_tokens"] == 40  # the org's cap, not the 5000 asked for
+        assert start["truncated"] is True and start["truncated_tokens"] > 0 and start["prompt_tokens"] <= 300
+        # Past the budget's (1%) soft threshold: two requests a minute, then 429.
+        codes = []
+        for i in range(3):
+            await send_frame(ws, {"type": "llm_request", "request_id": f"t{i}", "model": "gpt-4-turbo",
+                                  "prompt": "hi [[mock tokens=2]]", "parameters": {"max_tokens": 10}})
+            codes.append((await collect(ws))[f"t{i}"][-1].get("code", 200))
+        assert codes[-1] == 429 and codes.count(200) >= 1
+        await ws.close()
+    finally:
+        await asyncio.to_thread(stack.manage, "shell", "-c", (
+            "from billing.models import Budget; from tenants.models import Organization; "
+            "org = Organization.objects.get(slug='demo'); Budget.objects.filter(org=org).delete(); "
+            "org.max_tokens_per_request = None; org.max_input_tokens = None; org.save()"))
