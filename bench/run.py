@@ -10,6 +10,8 @@ What it does, on loopback, with everything started fresh (mock LLM, SQLite stack
    c. ``gateway`` — WebSocket to the daphne process: auth, routing, token counting, litellm,
       frames, usage record written for every request.
 2. Idle authenticated WebSockets held by the one gateway process, and its memory per connection.
+3. One request's budget step, reserve + settle, in-process (``bench.budget_ledger``, which also
+   runs alone: ``python -m bench.budget_ledger``).
 
 How to read the numbers:
 
@@ -47,7 +49,7 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from bench import report  # noqa: E402
+from bench import budget_ledger, report  # noqa: E402
 from bench.clients import (  # noqa: E402
     MockSettings, PhaseResult, cpu_seconds, gateway_path, litellm_path, mock_http_path, mock_http_session,
     open_authenticated, run_phase,
@@ -235,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     machine["database"] = "PostgreSQL" if stack.pg_url else "SQLite"
     machine["layer"] = "Redis" if os.environ.get("REDIS_URL") else "in-memory"
     machine["duration_s"] = time.monotonic() - started
+    say("budget reserve + settle: python -m bench.budget_ledger")
+    budget = budget_ledger.render(budget_ledger.run_all(budget_ledger.parse([])))
     text = report.render(machine=machine, mock=MOCK, levels=LEVELS, paths=PATHS, streams=stream_results,
-                         usage=usage, gateway_requests=gateway_requests, conns=conn_results)
+                         usage=usage, gateway_requests=gateway_requests, conns=conn_results) + "\n" + budget
     print(text)
     if not args.no_docs:
         report.write_docs(text)

@@ -191,29 +191,39 @@ class DatabaseLedger:
 
     def _settle_one(self, request_id: uuid.UUID, nanos: int, tokens: int) -> bool:
         with transaction.atomic():
-            return self._settle_locked(request_id, nanos, tokens)
+            return self._settle_locked({request_id: (nanos, tokens)}) == 1
 
     @staticmethod
-    def _settle_locked(request_id: uuid.UUID, nanos: int, tokens: int) -> bool:
-        """Inside a transaction: turn the lease's reservation into spend. False if
-        it was settled already (idempotent)."""
-        lease = BudgetLease.objects.select_for_update().filter(pk=request_id).first()
-        if lease is None:
-            return False
-        held_nanos, held_tokens = lease.payload["nanos"], lease.payload["tokens"]
-        BudgetCounter.objects.filter(pk__in=lease.payload["counters"]).update(
-            reserved_nanos=F("reserved_nanos") - held_nanos, reserved_tokens=F("reserved_tokens") - held_tokens,
-            spent_nanos=F("spent_nanos") + nanos, spent_tokens=F("spent_tokens") + tokens)
-        lease.delete()
-        return True
+    def _settle_locked(amounts: dict[uuid.UUID, tuple[int, int]]) -> int:
+        """Inside a transaction: turn leases' reservations into spend (request id ->
+        (nano-dollars, tokens) spent). Leases already settled are skipped
+        (idempotent); returns how many were settled.
+
+        Rows are locked leases first, then every counter involved, each in id order,
+        as reservations lock counters: two settlements, or a settlement and a
+        reservation, over the same counters cannot deadlock."""
+        leases = list(BudgetLease.objects.select_for_update().filter(pk__in=list(amounts)).order_by("pk"))
+        if not leases:
+            return 0
+        counter_ids = sorted({pk for lease in leases for pk in lease.payload["counters"]})
+        list(BudgetCounter.objects.select_for_update().filter(pk__in=counter_ids).order_by("pk")
+             .values_list("pk", flat=True))
+        for lease in leases:
+            nanos, tokens = amounts[lease.pk]
+            held_nanos, held_tokens = lease.payload["nanos"], lease.payload["tokens"]
+            BudgetCounter.objects.filter(pk__in=lease.payload["counters"]).update(
+                reserved_nanos=F("reserved_nanos") - held_nanos, reserved_tokens=F("reserved_tokens") - held_tokens,
+                spent_nanos=F("spent_nanos") + nanos, spent_tokens=F("spent_tokens") + tokens)
+        BudgetLease.objects.filter(pk__in=[lease.pk for lease in leases]).delete()
+        return len(leases)
 
     def write_and_settle(self, drafts: list[UsageDraft]) -> None:
         """The usage writer's step: records and their settlement in one transaction."""
         with transaction.atomic():
             usage_records_write(drafts)
-            for draft in drafts:
-                if draft.lease is not None:
-                    self._settle_locked(draft.request_id, *_actual(draft))
+            amounts = {draft.request_id: _actual(draft) for draft in drafts if draft.lease is not None}
+            if amounts:
+                self._settle_locked(amounts)
 
     async def settle_written(self, drafts: list[UsageDraft]) -> None:
         pass  # settled in write_and_settle's transaction
@@ -234,18 +244,17 @@ class DatabaseLedger:
     def _reap(self) -> int:
         if not BudgetLease.objects.filter(expires_at__lt=timezone.now()).exists():
             return 0  # the usual case: no write transaction (SQLite has one writer at a time)
-        reaped = 0
         with transaction.atomic():
-            expired = BudgetLease.objects.select_for_update(skip_locked=True).filter(expires_at__lt=timezone.now())
-            for lease in list(expired[:100]):
-                draft = lost_request_draft(lease.request_id, lease.org_id, lease.payload["usage"],
-                                           lease.completion_tokens)
-                usage_records_write([draft])
-                record = UsageRecord.objects.get(pk=lease.request_id)  # the process's own, if it wrote one
-                self._settle_locked(lease.request_id, usd_to_nanos(record.cost_usd),
-                                    record.prompt_tokens + record.completion_tokens)
-                reaped += 1
-        return reaped
+            expired = list(BudgetLease.objects.select_for_update(skip_locked=True)
+                           .filter(expires_at__lt=timezone.now()).order_by("pk")[:100])
+            if not expired:
+                return 0
+            usage_records_write([lost_request_draft(lease.request_id, lease.org_id, lease.payload["usage"],
+                                                    lease.completion_tokens) for lease in expired])
+            # The lost process's own record stands if it had written one.
+            records = UsageRecord.objects.filter(pk__in=[lease.pk for lease in expired])
+            return self._settle_locked({r.pk: (usd_to_nanos(r.cost_usd), r.prompt_tokens + r.completion_tokens)
+                                        for r in records})
 
     async def snapshot(self, refs: list[CounterRef]) -> list[CounterState]:
         return await _in_thread(self._snapshot, refs)
@@ -456,12 +465,19 @@ class RedisLedger:
 
     async def settle_written(self, drafts: list[UsageDraft]) -> None:
         """After the usage records are in the database: settle their leases."""
+        leased = [draft for draft in drafts if draft.lease is not None]
+        if len(leased) == 1:  # the usual case: one round trip (a pipeline checks its scripts first)
+            nanos, tokens = _actual(leased[0])
+            await self._settle(keys=[self._leases, self._lease_key(leased[0].request_id)],
+                               args=[str(leased[0].request_id), nanos, tokens])
+            return
+        if not leased:
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for draft in drafts:
-                if draft.lease is not None:
-                    nanos, tokens = _actual(draft)
-                    await self._settle(keys=[self._leases, self._lease_key(draft.request_id)],
-                                       args=[str(draft.request_id), nanos, tokens], client=pipe)
+            for draft in leased:
+                nanos, tokens = _actual(draft)
+                await self._settle(keys=[self._leases, self._lease_key(draft.request_id)],
+                                   args=[str(draft.request_id), nanos, tokens], client=pipe)
             await pipe.execute()
 
     async def extend(self, leases: list[Lease]) -> None:
