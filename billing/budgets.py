@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -18,7 +17,6 @@ from typing import Any
 from billing.models import Budget
 from billing.money import Prices, format_usd, nanos_to_usd, request_cost, usd_to_nanos
 
-CACHE_SECONDS = 1.0
 # The prompt is counted with litellm's tokenizer for the model, which can differ
 # slightly from the provider's own count: reserve a margin above it.
 PROMPT_MARGIN = Decimal("1.10")
@@ -65,26 +63,10 @@ class BudgetRule:
         return f"{self.name!r} ({scope}, {self.window})"
 
 
-_cache: dict[int, tuple[float, tuple[BudgetRule, ...]]] = {}
-
-
 def load_budgets(org_id: int) -> tuple[BudgetRule, ...]:
     """An org's enabled budgets (reads the database)."""
     budgets = Budget.objects.filter(org_id=org_id, enabled=True).select_related("fallback_route").order_by("pk")
     return tuple(BudgetRule.from_model(b) for b in budgets)
-
-
-def cached_budgets(org_id: int) -> tuple[BudgetRule, ...] | None:
-    entry = _cache.get(org_id)
-    if entry is not None and entry[0] > time.monotonic():
-        return entry[1]
-    return None
-
-
-def remember_budgets(org_id: int, rules: tuple[BudgetRule, ...]) -> None:
-    if len(_cache) > 10_000:
-        _cache.clear()
-    _cache[org_id] = (time.monotonic() + CACHE_SECONDS, rules)
 
 
 def applicable(rules: tuple[BudgetRule, ...], *, key_id: int, end_user: str, route_id: int | None,

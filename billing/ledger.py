@@ -157,12 +157,21 @@ class DatabaseLedger:
 
     def _reserve(self, lease: Lease) -> BudgetExhausted | None:
         now = timezone.now()
+        wanted = Q()
+        for ref in lease.refs:
+            wanted |= Q(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start)
+        existing = set(BudgetCounter.objects.filter(wanted).values_list("budget_id", "subject", "window_start"))
+        # A new counter starts from the usage already in its window (a budget created
+        # mid-month counts the month's spend so far), as the Redis ledger's rebuild does.
+        new = []
+        for ref in lease.refs:
+            if (ref.rule.id, ref.subject, ref.window_start) not in existing:
+                spent = spent_from_usage(ref)
+                new.append(BudgetCounter(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start,
+                                         spent_nanos=spent.spent_nanos, spent_tokens=spent.spent_tokens))
         with transaction.atomic():
-            BudgetCounter.objects.bulk_create(
-                [BudgetCounter(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start)
-                 for ref in lease.refs],
-                ignore_conflicts=True,
-            )
+            if new:
+                BudgetCounter.objects.bulk_create(new, ignore_conflicts=True)
             wanted = Q()
             for ref in lease.refs:
                 wanted |= Q(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start)

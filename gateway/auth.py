@@ -11,6 +11,8 @@ import time
 
 from channels.db import database_sync_to_async
 
+from gateway.freshness import _freshness
+
 from tenants.access import AuthenticationFailed, KeyPrincipal, api_key_access_problem, authenticate_api_key
 
 SCOPE_PRINCIPAL = "gateway_principal"
@@ -30,6 +32,11 @@ _recheck_cache: dict[int, tuple[float, str]] = {}
 
 async def recheck_principal(principal: KeyPrincipal) -> str:
     """Why this connection's key may no longer be used, or "" — cached per key for RECHECK_SECONDS."""
+    fresh = _freshness.existing()
+    if fresh is not None:
+        problem = fresh.key_problem(principal.key_id)  # this process re-checks its open keys in the background
+        if problem is not None:
+            return problem
     now = time.monotonic()
     cached = _recheck_cache.get(principal.key_id)
     if cached is not None and cached[0] > now:

@@ -17,6 +17,7 @@ from billing.ledger import keeper
 from billing.models import BudgetNotice
 from billing.money import format_usd, nanos_to_usd, usd_to_nanos
 from billing.services import UsageDraft
+from gateway.freshness import FreshCache
 from gateway.ratelimits import Limit, RateLimited, limiter, subject_hash
 from gateway.routing import RouteDecision, Target
 from tenants.access import KeyPrincipal
@@ -24,12 +25,11 @@ from tenants.access import KeyPrincipal
 log = logging.getLogger(__name__)
 
 
+_budget_cache = FreshCache()  # org id -> its enabled budgets
+
+
 async def org_budgets(org_id: int) -> tuple[BudgetRule, ...]:
-    rules = budgets.cached_budgets(org_id)
-    if rules is None:
-        rules = await database_sync_to_async(budgets.load_budgets)(org_id)
-        budgets.remember_budgets(org_id, rules)
-    return rules
+    return await _budget_cache.get_or_load(org_id, lambda: database_sync_to_async(budgets.load_budgets)(org_id))
 
 
 async def reserve_attempt(*, draft: UsageDraft, principal: KeyPrincipal, decision: RouteDecision, target: Target,

@@ -18,6 +18,7 @@ from gateway.generation import RequestState, serve_request
 from gateway.health import start_sharing as start_health_sharing
 from billing.ledger import keeper as budget_keeper
 from gateway.budgeting import remaining_for_key
+from gateway.freshness import freshness
 from gateway.loopbound import PerLoop
 from gateway.presence import presence
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
@@ -48,6 +49,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         lifecycle.register(self)
         start_health_sharing()
         budget_keeper().start()  # extends this process's budget leases, settles lost processes' ones
+        freshness().start()  # keeps this process's caches valid while nothing changes
         if lifecycle.draining:
             await self.send_frame(protocol.error_frame(
                 ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect", retryable=True))
@@ -70,6 +72,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             async with group_slots():
                 await self.channel_layer.group_discard(group, self.channel_name)
         if self.presence_token:
+            freshness().key_closed(self.principal.key_id)
             await presence().release(self.principal.key_public_id, self.presence_token)
 
     async def stop_requests(self, reason: str, timeout: float = 5) -> None:
@@ -173,6 +176,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.close_with(CloseCode.TOO_MANY_CONNECTIONS)
             return
         self.principal = principal
+        freshness().key_opened(principal.key_id)  # re-checked in the background while open
         if self.channel_layer is not None:
             # Control messages (revocation, suspension) reach this socket from any process.
             for group in (key_group(principal.key_public_id), org_group(principal.org_public_id)):

@@ -239,3 +239,12 @@ class RateCounter(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["scope", "minute"], name="uniq_rate_counter")]
         indexes = [models.Index(fields=["minute"], name="rate_counter_minute_idx")]
+
+
+class ConfigVersion(models.Model):
+    """One row whose number goes up whenever a key, org, deployment, credential,
+    route, policy, budget or rate card is saved or deleted (signals in
+    gateway.freshness). Gateway processes read it a few times a second and keep
+    their caches while it is unchanged: no database work on the request path."""
+
+    version = models.BigIntegerField(default=0)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.db.models import Q
 
+from gateway.freshness import FreshCache
 from gateway.models import RoutingPolicy
 from gateway.protocol import LlmRequestFrame
 from gateway.rules import CompiledRules, RequestFacts, RuleError, compile_rules
@@ -22,10 +22,9 @@ from tenants.access import KeyPrincipal
 
 log = logging.getLogger(__name__)
 
-CACHE_SECONDS = 1.0
 # Scanning big prompts with many patterns takes milliseconds: do it off the loop.
 _EVALUATE_INLINE_MAX_CHARS = 20_000
-_cache: dict[int, tuple[float, tuple[CompiledRules, ...]]] = {}
+_cache = FreshCache()  # org id -> its rule sets and the platform's
 
 
 @dataclass(frozen=True)
@@ -49,15 +48,8 @@ def load_policies(org_id: int) -> tuple[CompiledRules, ...]:
 
 async def apply_policies(principal: KeyPrincipal, frame: LlmRequestFrame,
                          messages: list[dict]) -> PolicyOutcome:
-    now = time.monotonic()
-    cached = _cache.get(principal.org_id)
-    if cached is None or cached[0] <= now:
-        rule_sets = await database_sync_to_async(load_policies)(principal.org_id)
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[principal.org_id] = (now + CACHE_SECONDS, rule_sets)
-    else:
-        rule_sets = cached[1]
+    org_id = principal.org_id
+    rule_sets = await _cache.get_or_load(org_id, lambda: database_sync_to_async(load_policies)(org_id))
     if not rule_sets:
         return PolicyOutcome(name=frame.model, strategy=None, rules=())
     prompt = "\n".join(str(m.get("content") or "") for m in messages)

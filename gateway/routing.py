@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from django.db.models import Q
 from billing.models import RateCard
 from billing.money import Prices
 from billing.pricing import base_prices, org_prices
+from gateway.freshness import FreshCache
 from gateway.health import health
 from gateway.models import Deployment, Route
 from gateway.protocol import ErrorCode, GatewayError
@@ -226,8 +226,7 @@ def resolve_model(principal: KeyPrincipal, name: str, *, request_id: str) -> Rou
 # route or deployment edited or disabled in the admin is seen within this time,
 # and the request path skips a database round trip (and Channels' shared DB
 # thread) almost always. Strategies run on every request, on live health.
-RESOLUTION_CACHE_SECONDS = 1.0
-_resolution_cache: dict[tuple[int, str], tuple[float, _Found]] = {}
+_resolution_cache = FreshCache()  # (org id, name) -> _Found
 
 
 async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id: str,
@@ -239,16 +238,9 @@ async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id
         _check_allowed(principal, name, request_id)
     if policy is not None and policy.name != name:
         name = policy.name
-    key = (principal.org_id, name)
-    now = time.monotonic()
-    cached = _resolution_cache.get(key)
-    if cached is None or cached[0] <= now:
-        found = await database_sync_to_async(find_deployment)(principal.org_id, name)
-        if len(_resolution_cache) > 10_000:
-            _resolution_cache.clear()
-        _resolution_cache[key] = (now + RESOLUTION_CACHE_SECONDS, found)
-    else:
-        found = cached[1]
+    org_id = principal.org_id
+    found = await _resolution_cache.get_or_load(
+        (org_id, name), lambda: database_sync_to_async(find_deployment)(org_id, name))
     strategy = policy.strategy if policy is not None else None
     await _refresh_shared_counts(found, strategy)
     decision = _decide(name, found, request_id, strategy=strategy)

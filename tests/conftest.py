@@ -35,10 +35,11 @@ def _close_usage_writer_connection():
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Tests reuse names and (after a flush) row ids: start each with empty caches."""
-    from gateway import auth, policies, routing
+    from gateway import auth, budgeting, policies, routing
     from gateway.health import health
 
     policies._cache.clear()
+    budgeting._budget_cache.clear()
     routing._resolution_cache.clear()
     auth._recheck_cache.clear()
     health.clear()
@@ -79,6 +80,9 @@ async def _stop_leftover_tasks():
         _, pending = await asyncio.wait(pending, timeout=0.5)
     await asyncio.to_thread(_drain, ledger._threads)
     await asyncio.to_thread(_drain, usage_recorder._executor)
+    from gateway import freshness
+
+    await asyncio.to_thread(_drain, freshness._thread)
     if pending:
         for task in pending:
             task.print_stack()

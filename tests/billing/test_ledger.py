@@ -148,3 +148,16 @@ async def test_redis_counters_are_rebuilt_from_usage_and_leases_put_back(org, is
     assert state.reserved_tokens == 2 * 127  # the re-asserted lease and the new one
     with pytest.raises(BudgetExhausted):
         await books.reserve(lease_for(rule, at=now, max_tokens=500))  # 300 + 254 + 527 > 1000
+
+
+async def test_a_budget_created_mid_window_counts_the_spend_already_in_it(books, org, issued_key):
+    now = timezone.now()
+    earlier = UsageDraft(request_id=uuid.uuid4(), client_request_id="before", org_id=org.pk,
+                         api_key_id=issued_key.api_key.pk, requested_model="m", started_at=now,
+                         status=UsageRecord.Status.COMPLETED, prompt_tokens=500, cost_usd=Decimal("0.001"))
+    await asyncio.to_thread(books.write_and_settle, [earlier])
+    budget = await Budget.objects.acreate(org=org, name="late", window="month", limit_usd=Decimal("0.002"))
+    rule = await asyncio.to_thread(rule_of, budget)
+    with pytest.raises(BudgetExhausted) as refused:  # $0.001 spent + $0.0010675 > $0.002
+        await books.reserve(lease_for(rule, at=now))
+    assert "$0.001 of $0.002 spent or reserved" in refused.value.message()

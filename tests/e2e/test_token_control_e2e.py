@@ -57,10 +57,12 @@ async def test_clamps_truncation_and_the_throttle_over_real_sockets(stack):
         "from decimal import Decimal; from billing.models import Budget; from tenants.models import Organization; "
         "from tenants.services import api_key_create; org = Organization.objects.get(slug='demo'); "
         "org.max_tokens_per_request = 40; org.max_input_tokens = 300; org.save(); "
-        "Budget.objects.filter(org=org).delete(); "
-        "Budget.objects.create(org=org, name='throttled', window='day', limit_usd=Decimal('0.02'), "
-        "soft_threshold_percent=1, throttle_rpm=2); "
-        "print(api_key_create(org=org, name='token control').raw)"
+        "Budget.objects.filter(org=org).delete(); issued = api_key_create(org=org, name='token control'); "
+        # A key budget: the new key has spent nothing yet (an org budget would count the
+        # day's earlier traffic of this shared stack).
+        "Budget.objects.create(org=org, name='throttled', scope='key', api_key=issued.api_key, window='day', "
+        "limit_usd=Decimal('0.02'), soft_threshold_percent=1, throttle_rpm=2); "
+        "print(issued.raw)"
     )
     key = (await asyncio.to_thread(stack.manage, "shell", "-c", script)).strip().splitlines()[-1]
     try:

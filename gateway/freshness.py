@@ -1,0 +1,188 @@
+"""Keeping the per-process caches fresh without database work on the request path.
+
+Keys, routes, deployments, policies and budgets are cached in each gateway process.
+A cache entry used to be trusted for one second, so a client sending a request a
+little more than a second after the previous one paid for several queries (and
+thread hops) before its request went upstream.
+
+Now one background task per process (started with the first connection) does two
+cheap things every `POLL_SECONDS`:
+
+- reads `ConfigVersion` (one row, bumped by signals whenever a cached model is saved
+  or deleted): cache entries loaded under the current version stay valid, up to
+  `MAX_AGE_SECONDS` (a safety net for changes that bypass signals, such as raw
+  SQL); a new version invalidates them all;
+- re-checks every API key with an open connection in this process in one query
+  (revoked, expired, org suspended), so `gateway.auth.recheck_principal` answers
+  from memory — and a key revoked even by a raw UPDATE still stops being served
+  within about a second.
+
+If the task falls behind (its last read is more than `TRUST_SECONDS` old), the
+caches fall back to their one-second expiry and the synchronous re-check.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import close_old_connections
+from django.db.models import F
+from django.db.models.signals import post_delete, post_save
+from django.utils import timezone
+
+from gateway.loopbound import PerLoop
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+TRUST_SECONDS = 1.0  # older reads are not trusted: the caches fall back to their own expiry
+MAX_AGE_SECONDS = 60.0
+
+_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="freshness")
+
+
+def bump_config_version(**_kwargs) -> None:
+    """Signal receiver (and callable after bulk `.update()`s of cached models)."""
+    from gateway.models import ConfigVersion
+
+    if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
+        ConfigVersion.objects.get_or_create(pk=1)
+
+
+def _bump_unless_last_used(sender, update_fields=None, **kwargs) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_used_at"}:
+        return  # "last used" stamps change nothing a gateway caches
+    bump_config_version()
+
+
+def connect_signals() -> None:
+    from billing.models import Budget, RateCard
+    from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
+    from tenants.models import ApiKey, Organization
+
+    for model in (ApiKey, Organization, Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy,
+                  Budget, RateCard):
+        post_save.connect(_bump_unless_last_used, sender=model, dispatch_uid=f"freshness-save-{model.__name__}")
+        post_delete.connect(bump_config_version, sender=model, dispatch_uid=f"freshness-delete-{model.__name__}")
+
+
+class Freshness:
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.version_read_at = 0.0
+        self.key_problems: dict[int, str] = {}
+        self.keys_read_at = 0.0
+        self.open_keys: dict[int, int] = {}  # key id -> open connections in this process
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="freshness")
+
+    def key_opened(self, key_id: int) -> None:
+        self.open_keys[key_id] = self.open_keys.get(key_id, 0) + 1
+
+    def key_closed(self, key_id: int) -> None:
+        left = self.open_keys.get(key_id, 0) - 1
+        if left > 0:
+            self.open_keys[key_id] = left
+        else:
+            self.open_keys.pop(key_id, None)
+            self.key_problems.pop(key_id, None)
+
+    def current_version(self) -> int | None:
+        """The config version, if read recently enough to be trusted."""
+        if self.version is not None and time.monotonic() - self.version_read_at < TRUST_SECONDS:
+            return self.version
+        return None
+
+    def key_problem(self, key_id: int) -> str | None:
+        """Why the key may no longer be used ("" if it may), from the last batch re-check;
+        None if that is not recent enough or did not cover this key."""
+        if time.monotonic() - self.keys_read_at >= TRUST_SECONDS:
+            return None
+        return self.key_problems.get(key_id)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                started = time.monotonic()
+                keys = list(self.open_keys)
+                version, problems = await loop.run_in_executor(_thread, _read, keys)
+                self.version, self.version_read_at = version, started
+                self.key_problems = problems
+                self.keys_read_at = started
+            except Exception:
+                log.warning("could not read the configuration version; caches fall back to 1 s", exc_info=True)
+            await asyncio.sleep(POLL_SECONDS)
+
+
+def _read(key_ids: list[int]) -> tuple[int, dict[int, str]]:
+    from gateway.models import ConfigVersion
+    from tenants.access import _access_problem
+    from tenants.models import ApiKey
+
+    close_old_connections()
+    version = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first() or 0
+    problems = {key_id: "key deleted" for key_id in key_ids}
+    if key_ids:
+        now = timezone.now()
+        for row in ApiKey.objects.filter(pk__in=key_ids).values("pk", "revoked_at", "expires_at", "org__status"):
+            problems[row["pk"]] = _access_problem(revoked_at=row["revoked_at"], expires_at=row["expires_at"],
+                                                  org_status=row["org__status"], now=now)
+    return version, problems
+
+
+_freshness = PerLoop(Freshness)
+
+
+def freshness() -> Freshness:
+    return _freshness.get()
+
+
+def cache_valid(loaded_at: float, version: int | None) -> bool:
+    """Whether a cache entry loaded at `loaded_at` (monotonic) under `version` may be used."""
+    age = time.monotonic() - loaded_at
+    if age < 1.0:
+        return True
+    current = _freshness.existing()
+    if current is None or version is None or age >= MAX_AGE_SECONDS:
+        return False
+    return current.current_version() == version
+
+
+def version_for_loading() -> int | None:
+    """The version to stamp on an entry about to be loaded: read *before* loading, so
+    a change committed meanwhile makes the entry stale rather than trusted."""
+    current = _freshness.existing()
+    return current.current_version() if current is not None else None
+
+
+_MISSING = object()
+
+
+class FreshCache:
+    """A per-process cache whose entries stay valid while the configuration version
+    is unchanged (see the module's docstring), else for one second."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: dict = {}
+        self._max_entries = max_entries
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def get_or_load(self, key, load):
+        """The cached value for `key`, or `await load()` (stored) when it is missing or stale."""
+        entry = self._entries.get(key, _MISSING)
+        if entry is not _MISSING and cache_valid(entry[0], entry[1]):
+            return entry[2]
+        version, loaded_at = version_for_loading(), time.monotonic()
+        value = await load()
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key] = (loaded_at, version, value)
+        return value

@@ -1,0 +1,86 @@
+"""Caches stay valid while the configuration version is unchanged, and any saved change
+is seen within a fraction of a second."""
+import asyncio
+import time
+
+import pytest
+
+from gateway import freshness as fr
+from gateway.models import ConfigVersion
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def version() -> int:
+    return ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first() or 0
+
+
+def test_saving_or_deleting_a_cached_model_bumps_the_version_and_last_used_stamps_do_not(org, issued_key):
+    start = version()
+    org.name = "Acme Renamed"
+    org.save()
+    assert version() == start + 1
+    key = issued_key.api_key
+    key.last_used_at = org.created_at
+    key.save(update_fields=["last_used_at"])
+    assert version() == start + 1
+    key.delete()
+    assert version() == start + 2
+
+
+async def test_an_entry_outlives_a_second_while_nothing_changes_and_reloads_after_a_change(org):
+    fresh = fr.freshness()
+    fresh.start()
+    await asyncio.sleep(2 * fr.POLL_SECONDS)
+    cache, loads = fr.FreshCache(), []
+
+    async def load():
+        loads.append(1)
+        return len(loads)
+
+    assert await cache.get_or_load("k", load) == 1
+    real_monotonic = time.monotonic
+    try:
+        # Two seconds later (as the cache sees it), nothing changed: still cached.
+        fr.time.monotonic = lambda: real_monotonic() + 2
+        fresh.version_read_at = fr.time.monotonic()
+        assert await cache.get_or_load("k", load) == 1
+    finally:
+        fr.time.monotonic = real_monotonic
+    org.name = "changed"
+    await org.asave()
+    deadline = real_monotonic() + 3
+    while fresh.current_version() != await asyncio.to_thread(version) and real_monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    try:
+        fr.time.monotonic = lambda: real_monotonic() + 2
+        fresh.version_read_at = fr.time.monotonic()
+        assert await cache.get_or_load("k", load) == 2  # a new version: reloaded
+    finally:
+        fr.time.monotonic = real_monotonic
+
+
+async def test_open_keys_are_rechecked_in_one_query_off_the_request_path(issued_key, org, monkeypatch):
+    fresh = fr.freshness()
+    fresh.key_opened(issued_key.api_key.pk)
+    fresh.start()
+    await asyncio.sleep(3 * fr.POLL_SECONDS)
+    assert fresh.key_problem(issued_key.api_key.pk) == ""
+    from gateway import auth
+    from tenants.access import KeyPrincipal
+
+    def no_query(_key_id):
+        raise AssertionError("the request path queried the database")
+
+    monkeypatch.setattr(auth, "api_key_access_problem", no_query)
+    principal = KeyPrincipal(key_id=issued_key.api_key.pk, key_public_id="", key_prefix="", key_name="",
+                             org_id=org.pk, org_public_id="", org_slug="", org_tier="", allowed_models=(),
+                             max_tokens_per_request=None, store_prompts=False)
+    assert await auth.recheck_principal(principal) == ""
+    org.status = "suspended"
+    await org.asave()
+    deadline = time.monotonic() + 3
+    while fresh.key_problem(issued_key.api_key.pk) == "" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert "suspended" in fresh.key_problem(issued_key.api_key.pk)
+    fresh.key_closed(issued_key.api_key.pk)
