@@ -8,10 +8,11 @@ thread hops) before its request went upstream.
 Now one background task per process (started with the first connection) does two
 cheap things every `POLL_SECONDS`:
 
-- reads `ConfigVersion` (one row, bumped by signals whenever a cached model is saved
-  or deleted): cache entries loaded under the current version stay valid, up to
-  `MAX_AGE_SECONDS` (a safety net for changes that bypass signals, such as raw
-  SQL); a new version invalidates them all;
+- reads `ConfigVersion` (one row, bumped by database triggers on every write to a
+  table the gateway caches — keys, orgs, deployments, credentials, routes, policies,
+  budgets, rate cards — whatever makes the write, raw SQL included; migration
+  gateway 0008): cache entries loaded under the current version stay valid, up to
+  `MAX_AGE_SECONDS`; a new version invalidates them all;
 - re-checks every API key with an open connection in this process in one query
   (revoked, expired, org suspended), so `gateway.auth.recheck_principal` answers
   from memory — and a key revoked even by a raw UPDATE still stops being served
@@ -28,8 +29,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import close_old_connections
-from django.db.models import F
-from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from gateway.loopbound import PerLoop
@@ -41,31 +40,6 @@ TRUST_SECONDS = 1.0  # older reads are not trusted: the caches fall back to thei
 MAX_AGE_SECONDS = 60.0
 
 _thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="freshness")
-
-
-def bump_config_version(**_kwargs) -> None:
-    """Signal receiver (and callable after bulk `.update()`s of cached models)."""
-    from gateway.models import ConfigVersion
-
-    if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
-        ConfigVersion.objects.get_or_create(pk=1)
-
-
-def _bump_unless_last_used(sender, update_fields=None, **kwargs) -> None:
-    if update_fields is not None and set(update_fields) <= {"last_used_at"}:
-        return  # "last used" stamps change nothing a gateway caches
-    bump_config_version()
-
-
-def connect_signals() -> None:
-    from billing.models import Budget, RateCard
-    from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
-    from tenants.models import ApiKey, Organization
-
-    for model in (ApiKey, Organization, Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy,
-                  Budget, RateCard):
-        post_save.connect(_bump_unless_last_used, sender=model, dispatch_uid=f"freshness-save-{model.__name__}")
-        post_delete.connect(bump_config_version, sender=model, dispatch_uid=f"freshness-delete-{model.__name__}")
 
 
 class Freshness:
