@@ -9,7 +9,7 @@ then settle it as the usage writer does, without the usage record insert:
 - Redis ledger: ``RedisLedger.settle_written([draft])`` with a draft carrying the lease
   (the usage writer's call), and separately the ``_settle`` script called directly;
 - database ledger: ``DatabaseLedger._settle_one(request_id, nanos, tokens)`` through the
-  ledger's own thread pool (``billing.ledger._in_thread``), as ``reserve`` runs. In the
+  ledger's own thread pool (``billing.ledger.run_in_db_thread``), as ``reserve`` runs. In the
   gateway this settlement runs inside ``write_and_settle``'s transaction with the usage
   record, so this times the budget step alone.
 
@@ -159,7 +159,7 @@ async def _measure(variant: str, org_id: int, key_id: int, rules, args) -> dict:
         settles = {"settle_written": settle_written, "_settle script": settle_script}
     else:
         async def settle_one(lease, draft):
-            await ledger_module._in_thread(books._settle_one, draft.request_id, *ledger_module._actual(draft))
+            await ledger_module.run_in_db_thread(books._settle_one, draft.request_id, *ledger_module._actual(draft))
 
         settles = {"_settle_one": settle_one}
 
@@ -218,7 +218,7 @@ async def _measure(variant: str, org_id: int, key_id: int, rules, args) -> dict:
                 cursor.fetchone()
 
         async def round_trip():
-            await ledger_module._in_thread(select_one)
+            await ledger_module.run_in_db_thread(select_one)
         floor_name = "SELECT 1 through the ledger's thread pool"
 
     result: dict = {"variant": variant, "kind": books.kind, "runs": {}}
@@ -273,14 +273,14 @@ async def _left_over(books, rules) -> dict:
     from django.utils import timezone
 
     from billing.budgets import counter_refs
-    from billing.ledger import _in_thread
+    from billing.ledger import run_in_db_thread
     from billing.models import BudgetLease
 
     states = await books.snapshot(counter_refs(rules, end_user="", at=timezone.now()))
     if books.kind == "redis":
         leases = await books._redis.zcard(books._leases)
     else:
-        leases = await _in_thread(BudgetLease.objects.count)
+        leases = await run_in_db_thread(BudgetLease.objects.count)
     return {"leases": leases, "reserved_nanos": sum(s.reserved_nanos for s in states),
             "reserved_tokens": sum(s.reserved_tokens for s in states),
             "spent_nanos": [s.spent_nanos for s in states]}
@@ -289,7 +289,7 @@ async def _left_over(books, rules) -> dict:
 async def _server_version(books) -> str:
     from django.db import connection
 
-    from billing.ledger import _in_thread
+    from billing.ledger import run_in_db_thread
 
     def database() -> str:
         if connection.vendor == "postgresql":
@@ -300,7 +300,7 @@ async def _server_version(books) -> str:
 
         return f"SQLite {sqlite3.sqlite_version}"
 
-    name = await _in_thread(database)
+    name = await run_in_db_thread(database)
     if books.kind == "redis":
         name = f"Redis {(await books._redis.info('server'))['redis_version']}, {name}"
     return name

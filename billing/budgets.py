@@ -1,8 +1,8 @@
 """Budgets as the gateway sees them: which apply to a request, their calendar
 windows, what a request reserves, and how a refusal is explained.
 
-The ledgers (`billing.ledger`) keep the counters; this module holds no state but
-a one-second cache of each org's budgets (the same freshness as routes and keys).
+The ledgers (`billing.ledger`) keep the counters; this module holds no state (each
+org's budgets are cached in `gateway.budgeting`, as fresh as routes and keys).
 """
 from __future__ import annotations
 

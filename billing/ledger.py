@@ -42,7 +42,7 @@ from billing.budgets import BudgetExhausted, CounterRef, CounterState, Lease
 from billing.models import Budget, BudgetCounter, BudgetLease, UsageRecord
 from billing.money import Prices, request_cost, usd_to_nanos
 from billing.services import UsageDraft, usage_records_write
-from gateway.loopbound import PerLoop
+from gateway.loopbound import PerLoop, on_every_worker
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,9 @@ _threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="budget-ledger")
 
 def close_connections() -> None:
     """Close the ledger threads' database connections (test teardown)."""
-    import threading
-
     from django.db import connections
 
-    barrier = threading.Barrier(_threads._max_workers)
-
-    def close() -> None:
-        connections.close_all()
-        barrier.wait(timeout=5)  # holds each thread, so every one of them gets a task
-
-    for future in [_threads.submit(close) for _ in range(_threads._max_workers)]:
-        future.result(timeout=10)
+    on_every_worker(_threads, connections.close_all)
 
 
 def lease_seconds() -> float:
@@ -73,7 +64,9 @@ def extend_seconds() -> float:
     return float(settings.GATEWAY["BUDGET_LEASE_EXTEND_SECONDS"])
 
 
-async def _in_thread(fn, *args):
+async def run_in_db_thread(fn, *args):
+    """Run a database function on the ledger's threads (never the event loop, nor
+    Channels' thread-sensitive executor, which one slow write would hold up)."""
     def run():
         close_old_connections()
         return fn(*args)
@@ -151,7 +144,7 @@ class DatabaseLedger:
     kind = "database"
 
     async def reserve(self, lease: Lease) -> None:
-        refusal = await _in_thread(self._reserve, lease)
+        refusal = await run_in_db_thread(self._reserve, lease)
         if refusal is not None:
             raise refusal
 
@@ -172,9 +165,6 @@ class DatabaseLedger:
         with transaction.atomic():
             if new:
                 BudgetCounter.objects.bulk_create(new, ignore_conflicts=True)
-            wanted = Q()
-            for ref in lease.refs:
-                wanted |= Q(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start)
             # Locked in id order, so two requests over the same counters cannot deadlock.
             locked = {(c.budget_id, c.subject, c.window_start): c
                       for c in BudgetCounter.objects.select_for_update().filter(wanted).order_by("pk")}
@@ -196,7 +186,7 @@ class DatabaseLedger:
 
     async def release(self, lease: Lease) -> None:
         """Give a reservation back unused (an attempt that failed before its first token)."""
-        await _in_thread(self._settle_one, lease.request_id, 0, 0)
+        await run_in_db_thread(self._settle_one, lease.request_id, 0, 0)
 
     def _settle_one(self, request_id: uuid.UUID, nanos: int, tokens: int) -> bool:
         with transaction.atomic():
@@ -238,7 +228,7 @@ class DatabaseLedger:
         pass  # settled in write_and_settle's transaction
 
     async def extend(self, leases: list[Lease]) -> None:
-        await _in_thread(self._extend, leases)
+        await run_in_db_thread(self._extend, leases)
 
     def _extend(self, leases: list[Lease]) -> None:
         expires = timezone.now() + timedelta(seconds=lease_seconds())
@@ -248,7 +238,7 @@ class DatabaseLedger:
                     expires_at=expires, completion_tokens=lease.completion_tokens)
 
     async def reap(self) -> int:
-        return await _in_thread(self._reap)
+        return await run_in_db_thread(self._reap)
 
     def _reap(self) -> int:
         if not BudgetLease.objects.filter(expires_at__lt=timezone.now()).exists():
@@ -266,7 +256,7 @@ class DatabaseLedger:
                                         for r in records})
 
     async def snapshot(self, refs: list[CounterRef]) -> list[CounterState]:
-        return await _in_thread(self._snapshot, refs)
+        return await run_in_db_thread(self._snapshot, refs)
 
     @staticmethod
     def _snapshot(refs: list[CounterRef]) -> list[CounterState]:
@@ -459,7 +449,7 @@ class RedisLedger:
         for ref, key, present in zip(refs, keys, exists):
             if present:
                 continue
-            state = await _in_thread(spent_from_usage, ref)
+            state = await run_in_db_thread(spent_from_usage, ref)
             await self._rebuild(keys=[self._epoch, key], args=[int(time.time() * 1000), state.spent_nanos,
                                                                 state.spent_tokens, ref.ttl_seconds(now)])
         if all(exists):  # only the epoch marker was missing
@@ -514,7 +504,7 @@ class RedisLedger:
             request_id = uuid.UUID(claimed[i].decode() if isinstance(claimed[i], bytes) else claimed[i])
             payload = json.loads(claimed[i + 1])
             draft = lost_request_draft(request_id, payload["org"], payload["usage"], int(claimed[i + 2]))
-            record = await _in_thread(self._write_lost, draft)
+            record = await run_in_db_thread(self._write_lost, draft)
             await self._settle(keys=[self._leases, self._lease_key(request_id)],
                                args=[str(request_id), usd_to_nanos(record.cost_usd),
                                      record.prompt_tokens + record.completion_tokens])
@@ -531,7 +521,7 @@ class RedisLedger:
         for ref in refs:
             values = await self._redis.hmget(ref.redis_key(self.prefix), "sn", "st", "rn", "rt")
             if values[0] is None:
-                states.append(await _in_thread(spent_from_usage, ref))
+                states.append(await run_in_db_thread(spent_from_usage, ref))
             else:
                 states.append(CounterState(*map(int, values)))
         return states

@@ -18,7 +18,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.loopbound import PerLoop
+from gateway.loopbound import PerLoop, spawn
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +212,13 @@ class HealthSharing:
         # databases on one Redis (tests, staging) never mix.
         self.prefix = f"{CHANNEL}:{connection.settings_dict['NAME']}"
         self._listener: "asyncio.Task | None" = None
-        self._pending: set = set()
 
     def start(self) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="health-sharing")
 
     def publish(self, event: dict) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish(event))
-        self._pending.add(task)  # keep a strong reference until it is sent
-        task.add_done_callback(self._pending.discard)
+        spawn(self._publish(event))
 
     async def _publish(self, event: dict) -> None:
         try:
@@ -264,19 +261,10 @@ class HealthSharing:
     # current bucket plus the previous one weighted by the part of it still inside
     # the sliding minute.
     def count_attempt(self, deployment_id: int, attempt_id: str, *, begin: bool) -> None:
-        self._fire(self._count_attempt(deployment_id, attempt_id, begin))
+        spawn(self._count_attempt(deployment_id, attempt_id, begin))
 
     def count_tokens(self, deployment_id: int, tokens: int) -> None:
-        self._fire(self._count_tokens(deployment_id, tokens))
-
-    def _fire(self, coroutine) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coroutine)
-        except RuntimeError:
-            coroutine.close()
-            return
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        spawn(self._count_tokens(deployment_id, tokens))
 
     async def _count_attempt(self, deployment_id: int, attempt_id: str, begin: bool) -> None:
         now = time.time()

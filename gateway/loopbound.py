@@ -1,4 +1,5 @@
-"""One object per running event loop.
+"""One object per running event loop; tasks that outlive their caller; jobs on
+every thread of a pool.
 
 Redis clients, asyncio queues, semaphores and background tasks belong to the
 event loop that created them. A gateway process has one loop for its life, but
@@ -11,7 +12,9 @@ be reused by the next one, which would hand out an object bound to a dead loop.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Generic, TypeVar
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Coroutine, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -37,3 +40,35 @@ class PerLoop(Generic[T]):
         except RuntimeError:
             return None
         return current[1] if current is not None and current[0] is loop else None
+
+
+_spawned: set[asyncio.Task] = set()
+
+
+def spawn(coroutine: Coroutine) -> None:
+    """Run a coroutine in the background, not awaited (fire and forget). A strong
+    reference is kept until it ends (the loop keeps only weak ones). Outside a
+    running loop (process exit) the coroutine is dropped."""
+    try:
+        task = asyncio.get_running_loop().create_task(coroutine)
+    except RuntimeError:
+        coroutine.close()
+        return
+    _spawned.add(task)
+    task.add_done_callback(_spawned.discard)
+
+
+def on_every_worker(executor: ThreadPoolExecutor, job: Callable[[], object] = lambda: None,
+                    timeout: float = 30) -> None:
+    """Run `job` once on each worker thread of the pool, and return when every job
+    queued before has finished (each worker takes one of these in turn, and a
+    barrier keeps it from taking a second)."""
+    workers = executor._max_workers
+    barrier = threading.Barrier(workers)
+
+    def run() -> None:
+        job()
+        barrier.wait(timeout)
+
+    for future in [executor.submit(run) for _ in range(workers)]:
+        future.result(timeout=2 * timeout)

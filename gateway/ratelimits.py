@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 
-from gateway.loopbound import PerLoop
+from gateway.loopbound import PerLoop, spawn
 from gateway.models import RateCounter
 from gateway.protocol import ErrorCode, GatewayError
 
@@ -59,9 +59,9 @@ def _window(now_ms: int) -> tuple[int, int]:
 
 class DatabaseLimiter:
     async def admit(self, limits: list[Limit], tokens: int, now_ms: int | None = None) -> None:
-        from billing.ledger import _in_thread
+        from billing.ledger import run_in_db_thread
 
-        refused = await _in_thread(self._admit, limits, tokens, now_ms or int(time.time() * 1000))
+        refused = await run_in_db_thread(self._admit, limits, tokens, now_ms or int(time.time() * 1000))
         if refused is not None:
             raise refused
 
@@ -85,9 +85,9 @@ class DatabaseLimiter:
         return None
 
     async def add_tokens(self, scopes: list[str], tokens: int) -> None:
-        from billing.ledger import _in_thread
+        from billing.ledger import run_in_db_thread
 
-        await _in_thread(self._add_tokens, scopes, tokens, int(time.time() * 1000) // WINDOW_MS)
+        await run_in_db_thread(self._add_tokens, scopes, tokens, int(time.time() * 1000) // WINDOW_MS)
 
     @staticmethod
     def _add_tokens(scopes: list[str], tokens: int, minute: int) -> None:
@@ -157,10 +157,6 @@ def limiter() -> DatabaseLimiter | RedisLimiter:
     return _limiter.get()
 
 
-class _Pending:
-    tasks: set = set()
-
-
 def count_completion(scopes: list[str], tokens: int) -> None:
     """Add a finished request's completion tokens to its token limits (not awaited:
     it runs after the request's last frame)."""
@@ -174,9 +170,7 @@ def count_completion(scopes: list[str], tokens: int) -> None:
         except Exception:
             log.warning("could not count completion tokens against rate limits", exc_info=True)
 
-    task = asyncio.get_running_loop().create_task(add())
-    _Pending.tasks.add(task)
-    task.add_done_callback(_Pending.tasks.discard)
+    spawn(add())
 
 
 def request_limits(principal, end_user: str, decision) -> list[Limit]:

@@ -78,26 +78,15 @@ async def _stop_leftover_tasks():
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.5)
-    await asyncio.to_thread(_drain, ledger._threads)
-    await asyncio.to_thread(_drain, usage_recorder._executor)
     from gateway import freshness
+    from gateway.loopbound import on_every_worker
 
-    await asyncio.to_thread(_drain, freshness._thread)
+    for pool in (ledger._threads, usage_recorder._executor, freshness._thread):
+        await asyncio.to_thread(on_every_worker, pool)
     if pending:
         for task in pending:
             task.print_stack()
         pytest.fail(f"{len(pending)} background task(s) would not stop: {pending}")
-
-
-def _drain(executor) -> None:
-    """Return once every job already given to the thread pool has finished (each
-    worker thread takes one of these in turn, after the jobs queued before it)."""
-    import threading
-
-    workers = executor._max_workers
-    barrier = threading.Barrier(workers)
-    for future in [executor.submit(barrier.wait, 30) for _ in range(workers)]:
-        future.result(timeout=60)
 
 
 @pytest.fixture(scope="session")

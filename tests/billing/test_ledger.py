@@ -22,7 +22,7 @@ PRICES = Prices(Decimal("2.50"), Decimal("10.00"))
 
 
 @pytest.fixture(params=["database", "redis"])
-def books(request, settings):
+async def books(request, settings):  # async: Redis clients belong to the running loop
     if request.param == "database":
         return DatabaseLedger()
     require("redis")
