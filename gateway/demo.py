@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from gateway.models import Deployment, ProviderCredential
+from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate
 from openclaw_site.env import read_or_create_secret_file
 from tenants.audit import record_event
 from tenants.models import AuditEvent, Membership, Organization
@@ -31,6 +31,12 @@ DEMO_MODELS = [
      "context_window": 200_000},
 ]
 
+# The article's routing example: clients that send "best_available_general" get the
+# deployment with the lowest observed time to first token (gpt-4-turbo on the mock),
+# and the other one when it fails before its first token.
+DEMO_ROUTE = {"alias": "best_available_general", "strategy": Route.Strategy.LATENCY,
+              "candidates": ["gpt-4-turbo", "claude-3-opus"]}
+
 
 @dataclass(frozen=True)
 class DemoSetup:
@@ -39,6 +45,7 @@ class DemoSetup:
     admin_password: str
     api_key: str
     models: list[str]
+    routes: list[str]
 
 
 def demo_setup(*, mock_api_base: str) -> DemoSetup:
@@ -77,6 +84,20 @@ def demo_setup(*, mock_api_base: str) -> DemoSetup:
                 record_event(org=None, actor_type=AuditEvent.ActorType.SYSTEM, actor="demo setup",
                              action="deployment.create", target_type="deployment",
                              target_id=str(deployment.public_id), data={"name": spec["name"]})
+        _demo_route_get_or_create()
         issued = api_key_create(org=org, name="demo key", actor="demo setup")
     return DemoSetup(org=org, admin_username=ADMIN_USERNAME, admin_password=password, api_key=issued.raw,
-                     models=[spec["name"] for spec in DEMO_MODELS])
+                     models=[spec["name"] for spec in DEMO_MODELS], routes=[DEMO_ROUTE["alias"]])
+
+
+def _demo_route_get_or_create() -> None:
+    """Create the demo route once; an admin's later edits to it are kept."""
+    route, created = Route.objects.get_or_create(org=None, alias=DEMO_ROUTE["alias"],
+                                                 defaults={"strategy": DEMO_ROUTE["strategy"]})
+    if not created:
+        return
+    for position, name in enumerate(DEMO_ROUTE["candidates"]):
+        RouteCandidate.objects.create(route=route, position=position,
+                                      deployment=Deployment.objects.get(org=None, name=name))
+    record_event(org=None, actor_type=AuditEvent.ActorType.SYSTEM, actor="demo setup", action="route.create",
+                 target_type="route", target_id=str(route.public_id), data={"alias": route.alias})

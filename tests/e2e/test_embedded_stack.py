@@ -32,11 +32,11 @@ def start_run_gateway(data_dir, port, mock_port):
 def read_banner(process, timeout=90) -> dict[str, str]:
     banner = {}
     deadline = time.monotonic() + timeout
-    while len(banner) < 4 and time.monotonic() < deadline:
+    while len(banner) < 5 and time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
             break
-        match = re.match(r"^(WebSocket URL|Admin URL|Demo API key|Demo models):\s+(.*)$", line.strip())
+        match = re.match(r"^(WebSocket URL|Admin URL|Demo API key|Demo models|Demo routes):\s+(.*)$", line.strip())
         if match:
             banner[match.group(1)] = match.group(2)
     return banner
@@ -50,11 +50,11 @@ def stop(process):
         process.kill()
 
 
-async def stream_once(url, key):
+async def stream_once(url, key, model="gpt-4-turbo"):
     async with websockets.connect(url) as ws:
         await send_frame(ws, {"type": "auth", "token": key})
         assert (await next_frame(ws))["type"] == "auth_ok"
-        await send_frame(ws, {"type": "llm_request", "request_id": "hello", "model": "gpt-4-turbo",
+        await send_frame(ws, {"type": "llm_request", "request_id": "hello", "model": model,
                               "prompt": "Write a short poem about a rainy day."})
         return (await collect(ws, timeout=30))["hello"]
 
@@ -67,9 +67,16 @@ def test_run_gateway_prints_how_to_connect_and_serves_the_demo(tmp_path):
         assert banner["WebSocket URL"] == f"ws://127.0.0.1:{port}/websocket", banner
         assert f"http://127.0.0.1:{port}/admin/" in banner["Admin URL"] and "admin /" in banner["Admin URL"]
         assert banner["Demo models"] == "gpt-4-turbo, claude-3-opus"
+        assert banner["Demo routes"] == "best_available_general"
         first_key = banner["Demo API key"]
         frames = asyncio.run(stream_once(banner["WebSocket URL"], first_key))
         assert frames[-1]["type"] == "llm_response_end" and len(text_of(frames)) > 0
+        # The demo route picks a deployment by latency and says so.
+        routed = asyncio.run(stream_once(banner["WebSocket URL"], first_key, model="best_available_general"))
+        route = routed[0]["route"]
+        assert route["route"] == "best_available_general" and route["strategy"] == "latency", route
+        assert route["deployment"] in ("gpt-4-turbo", "claude-3-opus") and route["reason"], route
+        assert routed[-1]["type"] == "llm_response_end" and len(text_of(routed)) > 0
     finally:
         stop(process)
     # Run again: same URL and login, a fresh key; the data is reused.

@@ -1,6 +1,5 @@
 """Across processes and over real sockets: revocation in every process, graceful shutdown."""
 import asyncio
-import json
 import signal
 import time
 
@@ -8,31 +7,10 @@ import pytest
 import websockets
 
 from tests.support.frames import collect, next_frame, send_frame
+from tests.support.routes import define_route
 from tests.support.services import require
 
 pytestmark = pytest.mark.e2e
-
-
-def define_route(stack, alias: str, strategy: str, candidates: list[dict]) -> None:
-    """Create (or replace) a platform route over mock deployments in the stack's database.
-
-    Each candidate: {"name", "price", and optional "directives" / "max_concurrency"}.
-    """
-    script = (
-        "import json; from decimal import Decimal; from gateway.models import *; "
-        "c = ProviderCredential.objects.get(name='mock', org=None); "
-        "base = Deployment.objects.get(name='gpt-4-turbo', org=None).api_base; "
-        f"r, _ = Route.objects.update_or_create(alias={alias!r}, org=None, defaults={{'strategy': {strategy!r}}}); "
-        "r.candidates.all().delete(); "
-        f"specs = json.loads({json.dumps(json.dumps(candidates))}); "
-        "[RouteCandidate.objects.create(route=r, position=i, deployment=Deployment.objects.update_or_create("
-        "name=s['name'], org=None, defaults=dict(provider='mock', litellm_model='openai/' + s['name'], "
-        "api_base=base, credential=c, input_price_per_mtok=Decimal(s['price']), "
-        "output_price_per_mtok=Decimal(s['price']), max_concurrency=s.get('max_concurrency'), "
-        "extra_params={'extra_headers': {'X-Mock-Directives': s.get('directives', '')}}))[0]) "
-        "for i, s in enumerate(specs)]"
-    )
-    stack.manage("shell", "-c", script)
 
 
 async def authed_socket(url, key):

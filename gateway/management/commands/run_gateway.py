@@ -91,6 +91,7 @@ class Command(BaseCommand):
                 f"Admin URL:     http://{shown}:{port}/admin/  (login: {demo.admin_username} / {demo.admin_password})",
                 f"Demo API key:  {demo.api_key}",
                 f"Demo models:   {', '.join(demo.models)}",
+                f"Demo routes:   {', '.join(demo.routes)}",
             ]
             self.stdout.write("\n".join(lines))
             self.stdout.flush()
