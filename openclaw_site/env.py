@@ -51,6 +51,27 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def check_fernet_keys(keys: list[str], source: str) -> list[str]:
+    """Return `keys` if each is a Fernet key; otherwise stop, naming `source` and the entry.
+
+    Checked at start-up: a bad key would otherwise surface only when the first
+    provider credential is encrypted or decrypted, mid-request. The key itself is
+    never echoed (it may be a real key with a typo).
+    """
+    from cryptography.fernet import Fernet
+
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{source}: key {position} of {len(keys)} is not a Fernet key (32 url-safe base64-encoded "
+                "bytes; generate one with `python -c \"from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())\"`)"
+            ) from None
+    return keys
+
+
 def read_or_create_secret_file(path: Path, make_secret) -> str:
     """Return the secret stored in `path`, creating it (mode 0600) on first use.
 

@@ -19,6 +19,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from openclaw_site.env import (
+    check_fernet_keys,
     env_bool,
     env_int,
     env_list,
@@ -52,22 +53,28 @@ def _credential_key_default() -> str:
 if PRODUCTION:
     SECRET_KEY = env_str("DJANGO_SECRET_KEY")
     if len(SECRET_KEY) < 32 or SECRET_KEY.startswith("django-insecure"):
-        raise ImproperlyConfigured("production mode needs DJANGO_SECRET_KEY (at least 32 random characters)")
-    CREDENTIAL_KEYS = env_list("OPENCLAW_CREDENTIAL_KEYS")
+        raise ImproperlyConfigured(
+            "production mode needs DJANGO_SECRET_KEY (at least 32 random characters, not a django-insecure- key)"
+        )
+    CREDENTIAL_KEYS = check_fernet_keys(env_list("OPENCLAW_CREDENTIAL_KEYS"), "OPENCLAW_CREDENTIAL_KEYS")
     if not CREDENTIAL_KEYS:
         raise ImproperlyConfigured(
             "production mode needs OPENCLAW_CREDENTIAL_KEYS (comma-separated Fernet keys, newest first)"
         )
     ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS")
     if not ALLOWED_HOSTS:
-        raise ImproperlyConfigured("production mode needs DJANGO_ALLOWED_HOSTS")
+        raise ImproperlyConfigured(
+            "production mode needs DJANGO_ALLOWED_HOSTS (comma-separated host names the gateway is served as)"
+        )
 else:
     SECRET_KEY = env_str("DJANGO_SECRET_KEY") or read_or_create_secret_file(
         DATA_DIR / "secret_key", new_django_secret
     )
-    CREDENTIAL_KEYS = env_list("OPENCLAW_CREDENTIAL_KEYS") or [
-        read_or_create_secret_file(DATA_DIR / "credential_key", _credential_key_default)
-    ]
+    _credential_key_file = DATA_DIR / "credential_key"
+    CREDENTIAL_KEYS = check_fernet_keys(env_list("OPENCLAW_CREDENTIAL_KEYS"), "OPENCLAW_CREDENTIAL_KEYS") or (
+        check_fernet_keys([read_or_create_secret_file(_credential_key_file, _credential_key_default)],
+                          str(_credential_key_file))
+    )
     ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 INSTALLED_APPS = [

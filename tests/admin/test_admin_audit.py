@@ -1,6 +1,8 @@
 """Platform operators' changes through Django admin are audited, secrets never shown twice."""
+import json
 import re
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -167,3 +169,148 @@ def test_rate_card_changes_in_admin_are_audited(operator_client, org):
     response = operator_client.post(f"/admin/billing/ratecard/{card.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302 and not RateCard.objects.exists()
     assert AuditEvent.objects.filter(action="rate_card.delete", target_id=str(card.pk)).exists()
+
+
+# --- Every admin change to keys, deployments and credentials writes exactly one event ---
+
+ROTATED_SECRET = "sk-rotated-9f8e7d6c5b4a"
+
+
+def _deployment_form(name, credential):
+    return {
+        "name": name, "org": "", "provider": "mock", "litellm_model": f"openai/{name}",
+        "api_base": "http://127.0.0.1:9/v1", "credential": credential.pk, "extra_params": "{}",
+        "input_price_per_mtok": "2.5", "output_price_per_mtok": "10", "context_window": 8192,
+        "max_output_tokens": 4096, "tags": "[]", "weight": 1, "enabled": "on", "connect_timeout_ms": 5000,
+        "first_token_timeout_ms": 30000, "idle_timeout_ms": 30000, "total_timeout_ms": 600000,
+    }
+
+
+def _key_form(api_key, **fields):
+    data = {"name": api_key.name, "allowed_models": json.dumps(api_key.allowed_models),
+            "max_tokens_per_request": "", "expires_at_0": "", "expires_at_1": ""}
+    data.update(fields)
+    return data
+
+
+def _spare_credential():
+    """A credential no deployment uses, so it may be deleted."""
+    credential = ProviderCredential(name="spare", provider="openai")
+    credential.set_secret("sk-original-0a1b2c3d4e")
+    credential.save()
+    return credential
+
+
+# Each change: (client, world) -> (response, [(action, target public_id, fields the event must list)]).
+
+def issue_key(client, world):
+    response = client.post("/admin/tenants/apikey/add/", {"org": world.api_key.org_id, "name": "issued here",
+                                                          "allowed_models": "[]"})
+    issued = ApiKey.objects.get(name="issued here")
+    return response, [("api_key.create", issued.public_id, set())]
+
+
+def create_deployment(client, world):
+    response = client.post("/admin/gateway/deployment/add/", _deployment_form("created-here", world.credential))
+    created = Deployment.objects.get(name="created-here")
+    return response, [("deployment.create", created.public_id, {"name", "litellm_model", "input_price_per_mtok"})]
+
+
+def delete_deployment(client, world):
+    deployment = world.make_deployment("doomed")
+    response = client.post(f"/admin/gateway/deployment/{deployment.pk}/delete/", {"post": "yes"})
+    assert not Deployment.objects.filter(pk=deployment.pk).exists()
+    return response, [("deployment.delete", deployment.public_id, set())]
+
+
+def bulk_delete_deployments(client, world):
+    doomed = [world.make_deployment("doomed-a"), world.make_deployment("doomed-b")]
+    response = client.post("/admin/gateway/deployment/", {
+        "action": "delete_selected", "_selected_action": [d.pk for d in doomed], "post": "yes"})
+    assert not Deployment.objects.filter(pk__in=[d.pk for d in doomed]).exists()
+    return response, sorted((("deployment.delete", d.public_id, set()) for d in doomed), key=lambda e: str(e[1]))
+
+
+def rotate_credential_secret(client, world):
+    credential = _spare_credential()
+    response = client.post(f"/admin/gateway/providercredential/{credential.pk}/change/",
+                           {"org": "", "name": credential.name, "provider": "openai", "secret": ROTATED_SECRET})
+    credential.refresh_from_db()
+    assert credential.get_secret() == ROTATED_SECRET and credential.last_four == ROTATED_SECRET[-4:]
+    return response, [("credential.update", credential.public_id, {"secret"})]
+
+
+def delete_credential(client, world):
+    credential = _spare_credential()
+    response = client.post(f"/admin/gateway/providercredential/{credential.pk}/delete/", {"post": "yes"})
+    assert not ProviderCredential.objects.filter(pk=credential.pk).exists()
+    return response, [("credential.delete", credential.public_id, set())]
+
+
+def bulk_delete_credentials(client, world):
+    credential = _spare_credential()
+    response = client.post("/admin/gateway/providercredential/", {
+        "action": "delete_selected", "_selected_action": [credential.pk], "post": "yes"})
+    assert not ProviderCredential.objects.filter(pk=credential.pk).exists()
+    return response, [("credential.delete", credential.public_id, set())]
+
+
+def restrict_key_models(client, world):
+    api_key = world.api_key
+    response = client.post(f"/admin/tenants/apikey/{api_key.pk}/change/",
+                           _key_form(api_key, allowed_models='["gpt-4-turbo"]'))
+    api_key.refresh_from_db()
+    assert api_key.allowed_models == ["gpt-4-turbo"]
+    return response, [("api_key.update", api_key.public_id, {"allowed_models"})]
+
+
+def set_key_expiry(client, world):
+    api_key = world.api_key
+    response = client.post(f"/admin/tenants/apikey/{api_key.pk}/change/",
+                           _key_form(api_key, expires_at_0="2031-01-02", expires_at_1="03:04:05"))
+    api_key.refresh_from_db()
+    assert api_key.expires_at.isoformat() == "2031-01-02T03:04:05+00:00"
+    return response, [("api_key.update", api_key.public_id, {"expires_at"})]
+
+
+@pytest.fixture
+def world(make_deployment, mock_credential, issued_key):
+    return SimpleNamespace(make_deployment=make_deployment, credential=mock_credential, api_key=issued_key.api_key)
+
+
+@pytest.mark.parametrize("change", [
+    create_deployment, delete_deployment, bulk_delete_deployments, rotate_credential_secret, delete_credential,
+    bulk_delete_credentials, issue_key, restrict_key_models, set_key_expiry,
+], ids=lambda change: change.__name__)
+def test_each_admin_change_writes_exactly_one_audit_event(operator_client, world, change):
+    before = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    response, expected = change(operator_client, world)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    events = sorted(AuditEvent.objects.filter(pk__gt=before), key=lambda e: (e.action, e.target_id))
+    assert [(e.action, e.target_id) for e in events] == [(action, str(target)) for action, target, _ in expected]
+    for event, (_, _, fields) in zip(events, expected):
+        assert event.actor == "operator" and event.actor_type == AuditEvent.ActorType.USER
+        if fields:
+            assert fields <= set(event.data["fields"]), event.data
+        # A credential's secret is named as changed, never copied: not the new one, not the old one.
+        stored = json.dumps(event.data)
+        assert ROTATED_SECRET not in stored and "sk-original" not in stored
+        if "secret" in fields:
+            assert event.data["redacted"] == ["secret"]
+
+
+def test_a_protected_credential_is_not_deleted_and_nothing_is_audited(operator_client, make_deployment,
+                                                                     mock_credential):
+    make_deployment("still-using-it")  # its deployment protects the credential
+    before = AuditEvent.objects.count()
+    response = operator_client.post(f"/admin/gateway/providercredential/{mock_credential.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 200 and ProviderCredential.objects.filter(pk=mock_credential.pk).exists()
+    assert AuditEvent.objects.count() == before
+
+
+def test_keys_cannot_be_deleted_in_admin_only_revoked(operator_client, issued_key):
+    # Bulk "delete selected" is not offered for keys: usage records keep pointing at them.
+    listing = operator_client.get("/admin/tenants/apikey/").content.decode()
+    assert 'value="revoke_keys"' in listing and 'value="delete_selected"' not in listing
+    response = operator_client.post(f"/admin/tenants/apikey/{issued_key.api_key.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403 and ApiKey.objects.filter(pk=issued_key.api_key.pk).exists()

@@ -66,3 +66,32 @@ def test_create_and_revoke_write_audit_events_in_the_same_transaction(org):
     actions = list(AuditEvent.objects.filter(org=org).values_list("action", flat=True))
     assert actions == ["org.create", "api_key.create", "api_key.revoke"]
     assert verify_chain(str(org.public_id)) == (True, None)
+
+
+class AuditWriteFailed(Exception):
+    pass
+
+
+@pytest.fixture
+def failing_audit(monkeypatch):
+    """Make the audit write fail, as a full disk or a lost connection would."""
+    def record_event(**event):
+        raise AuditWriteFailed(event["action"])
+
+    monkeypatch.setattr("tenants.services.record_event", record_event)
+
+
+def test_a_key_whose_audit_event_fails_is_not_created(org, failing_audit):
+    keys_before = ApiKey.objects.count()
+    with pytest.raises(AuditWriteFailed, match="api_key.create"):
+        api_key_create(org=org, name="unaudited")
+    assert ApiKey.objects.count() == keys_before
+    assert not ApiKey.objects.filter(name="unaudited").exists()
+
+
+def test_a_revocation_whose_audit_event_fails_leaves_the_key_working(issued_key, failing_audit):
+    # (issued_key is set up first, while its own create event can still be written.)
+    with pytest.raises(AuditWriteFailed, match="api_key.revoke"):
+        api_key_revoke(api_key=issued_key.api_key)
+    assert ApiKey.objects.get(pk=issued_key.api_key.pk).revoked_at is None
+    assert authenticate_api_key(issued_key.raw).key_prefix == issued_key.api_key.prefix
