@@ -42,6 +42,24 @@ def read_banner(process, timeout=90) -> dict[str, str]:
     return banner
 
 
+def admin_logs_in(admin_url: str, username: str, password: str) -> bool:
+    """Log in to the admin with the printed login, as a person would with a browser."""
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    login_url = admin_url + "login/?next=/admin/"
+    form = opener.open(login_url, timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+    data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": username, "password": password,
+                                   "next": "/admin/"}).encode()
+    page = opener.open(urllib.request.Request(login_url, data=data, headers={"Referer": login_url}), timeout=10)
+    body = page.read().decode()
+    return urllib.parse.urlparse(page.geturl()).path == "/admin/" and 'id="logout-form"' in body
+
+
 def stop(process):
     process.send_signal(signal.SIGTERM)
     try:
@@ -68,6 +86,8 @@ def test_run_gateway_prints_how_to_connect_and_serves_the_demo(tmp_path):
         assert f"http://127.0.0.1:{port}/admin/" in banner["Admin URL"] and "admin /" in banner["Admin URL"]
         assert banner["Demo models"] == "gpt-4-turbo, claude-3-opus"
         assert banner["Demo routes"] == "best_available_general"
+        admin_url, login = re.match(r"^(\S+)\s+\(login: (\S+) / (\S+)\)$", banner["Admin URL"]).group(1, 3)
+        assert admin_logs_in(admin_url, "admin", login) and not admin_logs_in(admin_url, "admin", login + "x")
         first_key = banner["Demo API key"]
         frames = asyncio.run(stream_once(banner["WebSocket URL"], first_key))
         assert frames[-1]["type"] == "llm_response_end" and len(text_of(frames)) > 0

@@ -84,11 +84,11 @@ class Stack:
         return self
 
     def start_gateway(self, **extra_env: str) -> int:
-        from openclaw_site.processes import gateway_command
-
+        """One more gateway process, started as an operator would (`manage.py serve`)."""
         port = free_port()
         env = {**self.env, **extra_env}
-        process = subprocess.Popen(gateway_command(host="127.0.0.1", port=port), cwd=REPO_ROOT, env=env,
+        command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=open(self.data_dir / f"gateway-{port}.log", "w"))
         self.processes.append((f"gateway:{port}", process))
         wait_for_port(port, process, "gateway")
