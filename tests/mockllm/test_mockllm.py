@@ -1,6 +1,7 @@
 """The mock LLM over real HTTP: raw aiohttp, litellm, and the MockLLMProcess helper.
 
-No Django and no database: run with ``pytest tests/mockllm -p no:django``.
+These tests use no database (the mock is a plain aiohttp server, independent of Django),
+except the one that starts it through ``manage.py mockllm``.
 """
 
 from __future__ import annotations
