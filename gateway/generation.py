@@ -183,6 +183,9 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         raise
     except GatewayError as exc:
         draft.status, draft.error_code = Status.REJECTED, int(exc.code)
+        # Refused before any upstream call: no tokens (the prompt counted for
+        # rate limits and the budget check is not usage), nothing to pay.
+        _bill(draft, model, text_parts)
         draft.total_ms = _ms(t0)
         exc.request_id = request_id
         await send(exc.frame())
@@ -211,6 +214,17 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         draft.ended_at = timezone.now()
         usage_recorder.submit(draft)
         count_completion(counted_scopes, draft.completion_tokens)
+
+
+def record_refusal(*, principal: KeyPrincipal, frame: LlmRequestFrame, request_id: str, code: ErrorCode) -> None:
+    """The one usage record of a request the connection refused before serving it
+    (too many in flight, server shutting down): rejected, with no tokens."""
+    now = timezone.now()
+    usage_recorder.submit(UsageDraft(
+        request_id=uuid.uuid4(), client_request_id=request_id, org_id=principal.org_id,
+        api_key_id=principal.key_id, requested_model=frame.model, end_user=frame.metadata.user_id or "",
+        started_at=now, ended_at=now, status=Status.REJECTED, error_code=int(code), total_ms=0,
+    ))
 
 
 @dataclass
