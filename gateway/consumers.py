@@ -14,7 +14,7 @@ from django.conf import settings
 from gateway import lifecycle, protocol
 from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_PRINCIPAL, authenticate, recheck_principal
 from gateway.control import key_group, org_group
-from gateway.generation import RequestState, serve_request
+from gateway.generation import RequestState, record_refusal, serve_request
 from gateway.health import start_sharing as start_health_sharing
 from billing.ledger import keeper as budget_keeper
 from gateway.budgeting import remaining_for_key
@@ -41,6 +41,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.limits = settings.GATEWAY
         self.requests: dict[str, RequestState] = {}
         self.closed = False
+        self.revoking = False
         self.auth_timer: asyncio.Task | None = None
         self.request_counter = 0
         self.presence_token: str | None = None
@@ -129,6 +130,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def on_llm_request(self, frame: protocol.LlmRequestFrame) -> None:
         request_id = frame.request_id or self.new_request_id()
         if lifecycle.draining:
+            record_refusal(principal=self.principal, frame=frame, request_id=request_id,
+                           code=ErrorCode.NO_HEALTHY_DEPLOYMENT)
             raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect",
                                request_id=request_id, retryable=True, retry_after_ms=1000)
         problem = await recheck_principal(self.principal)
@@ -140,6 +143,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if request_id in self.requests:
             raise GatewayError(ErrorCode.CONFLICT, f"request {request_id!r} is already in flight", request_id=request_id)
         if len(self.requests) >= self.limits["MAX_IN_FLIGHT"]:
+            record_refusal(principal=self.principal, frame=frame, request_id=request_id,
+                           code=ErrorCode.RATE_LIMITED)
             raise GatewayError(ErrorCode.RATE_LIMITED,
                                f"at most {self.limits['MAX_IN_FLIGHT']} requests may be in flight on one connection",
                                request_id=request_id, retryable=True, retry_after_ms=1000)
@@ -200,8 +205,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self.revoke_access(event.get("reason", "access revoked"))
 
     async def revoke_access(self, reason: str) -> None:
-        if self.closed:
+        if self.closed or self.revoking:
             return
+        self.revoking = True  # the control message and the background re-check may both arrive
         await self.stop_requests("revoked")
         await self.send_frame(protocol.error_frame(ErrorCode.UNAUTHORIZED, f"access revoked: {reason}"))
         await self.close_with(CloseCode.AUTH_FAILED)

@@ -15,8 +15,11 @@ cheap things every `POLL_SECONDS`:
   `MAX_AGE_SECONDS`; a new version invalidates them all;
 - re-checks every API key with an open connection in this process in one query
   (revoked, expired, org suspended), so `gateway.auth.recheck_principal` answers
-  from memory — and a key revoked even by a raw UPDATE still stops being served
-  within about a second.
+  from memory — and closes the connections of a key found unusable, so a key
+  revoked or an org suspended by anything (a management command, a raw UPDATE,
+  another process with only the in-memory channel layer) stops streaming and is
+  disconnected within about half a second. The channel-layer control message
+  does the same sooner when the change goes through the services.
 
 If the task falls behind (its last read is more than `TRUST_SECONDS` old), the
 caches fall back to their one-second expiry and the synchronous re-check.
@@ -31,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections
 from django.utils import timezone
 
-from gateway.loopbound import PerLoop
+from gateway.loopbound import PerLoop, spawn
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +92,20 @@ class Freshness:
                 self.version, self.version_read_at = version, started
                 self.key_problems = problems
                 self.keys_read_at = started
+                self._close_unusable(problems)
             except Exception:
                 log.warning("could not read the configuration version; caches fall back to 1 s", exc_info=True)
             await asyncio.sleep(POLL_SECONDS)
+
+
+    @staticmethod
+    def _close_unusable(problems: dict[int, str]) -> None:
+        from gateway.lifecycle import connections_of_key
+
+        for key_id, problem in problems.items():
+            if problem:
+                for consumer in connections_of_key(key_id):
+                    spawn(consumer.revoke_access(problem))
 
 
 def _read(key_ids: list[int]) -> tuple[int, dict[int, str]]:
@@ -145,6 +159,10 @@ class FreshCache:
     def __init__(self, max_entries: int = 10_000) -> None:
         self._entries: dict = {}
         self._max_entries = max_entries
+        # Loads in progress: requests missing the same key at once share one load
+        # (after a configuration change, 50 requests made 100 queries otherwise,
+        # queued on one database thread).
+        self._loading: dict = {}
 
     def clear(self) -> None:
         self._entries.clear()
@@ -154,8 +172,21 @@ class FreshCache:
         entry = self._entries.get(key, _MISSING)
         if entry is not _MISSING and cache_valid(entry[0], entry[1]):
             return entry[2]
+        loop = asyncio.get_running_loop()
+        pending = self._loading.get(key)
+        if pending is None or pending.get_loop() is not loop or pending.done():
+            pending = loop.create_task(self._load(key, load))
+            self._loading[key] = pending
+        # Shielded: a request cancelled while waiting does not cancel the others' load.
+        return await asyncio.shield(pending)
+
+    async def _load(self, key, load):
         version, loaded_at = version_for_loading(), time.monotonic()
-        value = await load()
+        try:
+            value = await load()
+        finally:
+            if self._loading.get(key) is asyncio.current_task():
+                del self._loading[key]
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
         self._entries[key] = (loaded_at, version, value)

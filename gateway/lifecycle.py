@@ -34,6 +34,11 @@ def connection_count() -> int:
     return len(_consumers)
 
 
+def connections_of_key(key_id: int) -> list:
+    """This process's authenticated connections using an API key."""
+    return [c for c in list(_consumers) if c.principal is not None and c.principal.key_id == key_id]
+
+
 async def drain(seconds: float | None = None) -> None:
     global draining
     draining = True

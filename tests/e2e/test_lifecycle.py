@@ -1,5 +1,6 @@
 """Across processes and over real sockets: revocation in every process, graceful shutdown."""
 import asyncio
+import json
 import signal
 import time
 
@@ -55,6 +56,9 @@ async def test_sigterm_drains_streams_closes_1001_and_loses_no_usage(stack):
     while (await next_frame(ws))["type"] != "llm_token":
         pass
     process.send_signal(signal.SIGTERM)
+    # While it drains, a new connection is accepted and told to go elsewhere (503, close 1001).
+    late_frames, late_code = await wait_closed(await websockets.connect(stack.url(port)))
+    assert late_code == 1001 and json.loads(late_frames[0])["code"] == 503, late_frames
     frames = []
     with pytest.raises(websockets.ConnectionClosed) as closed:
         while True:
@@ -184,3 +188,88 @@ async def test_a_burst_of_sockets_authenticating_at_once_is_served(stack):
 
     results = await asyncio.gather(*(connect_and_auth() for _ in range(150)), return_exceptions=True)
     assert results.count("auth_ok") == 150, [r for r in results if r != "auth_ok"][:3]
+
+
+async def test_connections_per_key_are_counted_across_gateway_processes(stack):
+    require("redis")  # the count lives in Redis
+    ports = [stack.start_gateway(OPENCLAW_MAX_CONNECTIONS_PER_KEY="2") for _ in range(2)]
+    key = (await asyncio.to_thread(stack.manage, "create_api_key", "--org", "demo", "--name", "capped")).strip()
+    first = await authed_socket(stack.url(ports[0]), key)
+    await authed_socket(stack.url(ports[1]), key)
+    # A third, in either process: accepted at the WebSocket level, then refused with a reason.
+    third = await websockets.connect(stack.url(ports[0]))
+    await send_frame(third, {"type": "auth", "token": key})
+    frames, code = await wait_closed(third)
+    assert code == 4429 and json.loads(frames[0])["code"] == 429, frames
+    # Closing one frees its place for a connection to the other process.
+    await first.close()
+    deadline = time.monotonic() + 3
+    while True:
+        ws = await websockets.connect(stack.url(ports[1]))
+        await send_frame(ws, {"type": "auth", "token": key})
+        if (await next_frame(ws))["type"] == "auth_ok":
+            break
+        assert time.monotonic() < deadline, "the closed connection's place was never freed"
+        await asyncio.sleep(0.2)
+
+
+SUSPEND = {
+    # The service an admin's action calls: a control message over the channel layer.
+    "service": ("from tenants.models import Organization; from tenants.services import org_set_status; "
+                "org_set_status(org=Organization.objects.get(slug='{slug}'), status='suspended')"),
+    # A raw UPDATE (a script, a database console): caught by each process's re-check.
+    "raw update": "from tenants.models import Organization; "
+                  "Organization.objects.filter(slug='{slug}').update(status='suspended')",
+}
+
+
+@pytest.mark.parametrize("how", list(SUSPEND))
+async def test_suspending_an_org_stops_its_streams_and_closes_its_sockets_in_every_process(stack, how):
+    slug = "suspended-" + how.replace(" ", "-")
+    await asyncio.to_thread(stack.manage, "create_org", slug)
+    key = (await asyncio.to_thread(stack.manage, "create_api_key", "--org", slug)).strip()
+    second_port = stack.start_gateway()
+    streaming = await authed_socket(stack.url(), key)
+    idle = await authed_socket(stack.url(second_port), key)
+    await send_frame(streaming, {"type": "llm_request", "request_id": "doomed", "model": "gpt-4-turbo",
+                                 "prompt": "long [[mock tokens=5000 rate=40 ttft_ms=0]]"})
+    while (await next_frame(streaming))["type"] != "llm_token":
+        pass
+    await asyncio.to_thread(stack.manage, "shell", "-c", SUSPEND[how].format(slug=slug))
+    committed = time.monotonic()
+    for ws in (streaming, idle):
+        frames, code = await wait_closed(ws)
+        assert code == 4401, frames[-3:]
+        assert any(json.loads(f).get("code") == 401 for f in frames), frames[-3:]
+    assert time.monotonic() - committed < 1.5  # within a second, plus the test's own reading
+    rows = stack.wait_for_rows("SELECT status, completion_tokens FROM billing_usagerecord "
+                               "WHERE client_request_id = %s", ("doomed",))
+    assert rows and rows[0][0] == "cancelled" and rows[0][1] > 0, rows
+    # And the key cannot connect again while the org is suspended.
+    refused = await websockets.connect(stack.url(second_port))
+    await send_frame(refused, {"type": "auth", "token": key})
+    _frames, code = await wait_closed(refused)
+    assert code == 4401
+
+
+async def test_the_server_pings_on_the_advertised_heartbeat_and_silence_never_closes(stack):
+    import aiohttp
+
+    port = stack.start_gateway(OPENCLAW_HEARTBEAT_SECONDS="1")
+    async with aiohttp.ClientSession() as session:
+        # autoping off: the client sees each ping the server sends, and answers it itself.
+        async with session.ws_connect(stack.url(port), autoping=False, heartbeat=None) as ws:
+            await ws.send_json({"type": "auth", "token": stack.api_key})
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "auth_ok" and hello["limits"]["heartbeat_seconds"] == 1, hello
+            pings, started = 0, time.monotonic()
+            while time.monotonic() - started < 4.5:  # no application message for several heartbeats
+                message = await ws.receive(timeout=5)
+                assert message.type == aiohttp.WSMsgType.PING, message
+                pings += 1
+                await ws.pong(message.data)
+            assert pings >= 3, pings
+            await ws.send_json({"type": "ping"})
+            while (message := await ws.receive(timeout=5)).type == aiohttp.WSMsgType.PING:
+                await ws.pong(message.data)
+            assert json.loads(message.data)["type"] == "pong"

@@ -66,6 +66,39 @@ async def test_an_entry_outlives_a_second_while_nothing_changes_and_reloads_afte
         fr.time.monotonic = real_monotonic
 
 
+async def test_requests_missing_the_same_entry_at_once_share_one_load():
+    cache, loads = fr.FreshCache(), []
+    release = asyncio.Event()
+
+    async def load():
+        loads.append(1)
+        await release.wait()
+        return "value"
+
+    waiters = [asyncio.ensure_future(cache.get_or_load("k", load)) for _ in range(50)]
+    await asyncio.sleep(0.01)
+    waiters[0].cancel()  # one request goes away while waiting: the others still get the value
+    release.set()
+    results = await asyncio.gather(*waiters[1:])
+    assert results == ["value"] * 49 and len(loads) == 1
+    assert await cache.get_or_load("k", load) == "value" and len(loads) == 1
+
+
+async def test_a_failed_load_reaches_every_waiter_and_the_next_request_tries_again():
+    cache, attempts = fr.FreshCache(), []
+
+    async def load():
+        attempts.append(1)
+        await asyncio.sleep(0.01)
+        if len(attempts) == 1:
+            raise RuntimeError("database away")
+        return "value"
+
+    results = await asyncio.gather(*(cache.get_or_load("k", load) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results) and len(attempts) == 1
+    assert await cache.get_or_load("k", load) == "value"
+
+
 async def test_open_keys_are_rechecked_in_one_query_off_the_request_path(issued_key, org, monkeypatch):
     fresh = fr.freshness()
     fresh.key_opened(issued_key.api_key.pk)
