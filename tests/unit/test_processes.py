@@ -34,3 +34,15 @@ def test_manage_serve_runs_that_command_with_the_environments_settings(tmp_path)
     assert flag(command, "--websocket-max-message-size") == str(4 * 65536)
     assert flag(command, "--ping-interval") == "3" and flag(command, "-p") == "8123"
     assert command[-1] == "openclaw_site.asgi:application"
+
+
+def test_the_server_loads_the_application_and_freezes_it_before_serving(tmp_path):
+    # A full collection over the ~440,000 objects left by the imports would stall every stream.
+    script = ("import gc, sys; from openclaw_site.server import freeze_startup_objects; freeze_startup_objects(); "
+              "print(gc.get_freeze_count(), 'litellm' in sys.modules, 'gateway.consumers' in sys.modules)")
+    env = {"PATH": "/usr/bin:/bin", "OPENCLAW_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    frozen, litellm_loaded, gateway_loaded = result.stdout.split()
+    assert int(frozen) > 100_000 and litellm_loaded == "True" and gateway_loaded == "True", result.stdout
