@@ -1,4 +1,4 @@
-"""The three ways the benchmark streams a completion, and the phase runner.
+"""The ways the benchmark streams a completion, and the phase runner.
 
 Each path is an async context manager factory: ``async with path.slot() as request``
 opens one stream slot (for the gateway: one authenticated WebSocket) and yields
@@ -132,14 +132,15 @@ async def open_authenticated(url: str, key: str, timeout: float = 60.0):
     return ws
 
 
-def gateway_path(url: str, key: str, mock: MockSettings) -> SlotFactory:
+def gateway_path(url: str, key: str, mock: MockSettings, model: str = MODEL) -> SlotFactory:
+    """`model`: what the client sends, a deployment's name (the default) or a route's alias."""
     @contextlib.asynccontextmanager
     async def slot() -> AsyncIterator[Request]:
         ws = await open_authenticated(url, key)
         try:
             async def request(tag: str) -> Sample:
                 sample, t0 = _start(tag)
-                await ws.send(json.dumps({"type": "llm_request", "request_id": tag, "model": MODEL,
+                await ws.send(json.dumps({"type": "llm_request", "request_id": tag, "model": model,
                                           "prompt": mock.prompt(tag), "parameters": {"max_tokens": mock.tokens}}))
                 while True:
                     frame = json.loads(await ws.recv())

@@ -3,15 +3,27 @@
 What it does, on loopback, with everything started fresh (mock LLM, SQLite stack, one daphne):
 
 1. Streams the same completion (mock: ``ttft_ms=20``, 100 tokens/s per stream, 100 tokens)
-   three ways, each warmed up first, at 1 stream (30 sequential requests) and at 50
+   four ways, each warmed up first, at 1 stream (30 sequential requests) and at 50
    concurrent streams (4 sequential requests each):
    a. ``mock HTTP`` — aiohttp straight to the mock (the floor: no litellm, no gateway);
    b. ``litellm`` — ``litellm.acompletion(stream=True)`` in this process, as the gateway calls it;
    c. ``gateway`` — WebSocket to the daphne process: auth, routing, token counting, litellm,
-      frames, usage record written for every request.
+      frames, usage record written for every request; ``model`` names one deployment;
+   d. ``gateway (route)`` — the same gateway process and client, but ``model`` is a route's alias
+      (``bench-route``: latency strategy over three deployments, all on the same mock with the
+      same directives, the same litellm model string as (c)); the gateway's routing policies,
+      strategy and health bookkeeping run for every request. Compared with (c), that is what
+      routing costs end to end.
 2. Idle authenticated WebSockets held by the one gateway process, and its memory per connection.
 3. One request's budget step, reserve + settle, in-process (``bench.budget_ledger``, which also
    runs alone: ``python -m bench.budget_ledger``).
+4. One request's routing decision, in-process (``bench.routing_decision``, which also runs
+   alone: ``python -m bench.routing_decision``): end-to-end noise is far larger than the
+   decision itself, so it is timed directly.
+
+``--quick`` checks that everything runs, in about two minutes: fewer requests and
+streams, 200 idle connections, a shorter routing-decision run, no budget ledger; it prints
+only (docs/benchmarks.md is left alone) and its numbers are not the benchmark's.
 
 How to read the numbers:
 
@@ -24,13 +36,16 @@ How to read the numbers:
   capacity of the path on this machine (litellm spends about a millisecond of CPU per chunk),
   and TTFT at 50 streams is mostly queueing for that CPU: the TTFT target is judged at 1 stream.
 - CPU ms per 1,000 tokens comes from /proc/<pid>/stat (user + system, all threads) read just
-  before and after the timed part: the gateway's own process for (c), this process for (a)
+  before and after the timed part: the gateway's own process for (c) and (d), this process for (a)
   and (b) (the client, and for (b) litellm itself). The mock's CPU is given in cores so you
   can check it was never the bottleneck.
 - "Where the time goes" lines the client's clock up with the mock's own records (same
   machine): client → mock is everything before the upstream request arrives (for the
   gateway: frame parsing, key, routing, prompt token counting, litellm's request set-up);
   mock → client is the way back of the first chunk.
+- ``gateway (route)`` − ``gateway`` is what routing costs end to end; the decision itself is
+  tens of microseconds (item 4), far below the run-to-run spread, so a difference there
+  means something only if it holds across runs.
 - The machine is shared: the load average before and after is in the report; rerun before
   trusting a small difference. Targets are reported as met or not met, never enforced.
 """
@@ -49,21 +64,33 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from bench import budget_ledger, report  # noqa: E402
+from bench import budget_ledger, report, routing_decision  # noqa: E402
 from bench.clients import (  # noqa: E402
     MockSettings, PhaseResult, cpu_seconds, gateway_path, litellm_path, mock_http_path, mock_http_session,
     open_authenticated, run_phase,
 )
 from tests.support.mockllm import MockLLMProcess  # noqa: E402
+from tests.support.routes import configure  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
 
 # 100 tok/s per stream: 50 streams of the bare mock path keep the mock well under half a core.
 MOCK = MockSettings(ttft_ms=20, rate=100, tokens=100)
 LEVELS = [(1, 30), (50, 4)]  # (concurrent streams, sequential requests per stream)
 WARM_UP = [(1, 3), (10, 1)]  # the same, before measuring each path
-PATHS = ["mock HTTP", "litellm", "gateway"]
+PATHS = ["mock HTTP", "litellm", "gateway", "gateway (route)"]
+GATEWAY_PATHS = ["gateway", "gateway (route)"]
+TAGS = {"mock HTTP": "mock", "litellm": "litellm", "gateway": "gateway", "gateway (route)": "route"}  # mock tags
 CONNECTIONS = 5000
 CONNECT_BATCH = 200  # connections opened at once (no SYN flood)
+# The routed path: a route over three deployments on the same mock, latency strategy.
+ROUTE_ALIAS = "bench-route"
+ROUTE_STRATEGY = "latency"
+ROUTE_DEPLOYMENTS = ["bench-route-a", "bench-route-b", "bench-route-c"]
+# --quick: does everything run? (not the benchmark's numbers)
+QUICK_LEVELS = [(1, 10), (10, 2)]
+QUICK_WARM_UP = [(1, 2), (5, 1)]
+QUICK_CONNECTIONS = 200
+QUICK_ROUTING = ["--iterations", "2000", "--warm-up", "200", "--cold-iterations", "50", "--bursts", "1"]
 
 
 def say(message: str) -> None:
@@ -101,7 +128,7 @@ def fd_count(pid: int) -> int:
 
 # --- streaming ------------------------------------------------------------------------------
 
-async def streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int) -> dict:
+async def streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int, *, levels, warm_up) -> dict:
     pids = {"mock": mock.proc.pid, "gateway": gateway_pid, "bench": os.getpid()}
     results: dict[tuple[str, int], dict] = {}
     async with mock_http_session() as session:
@@ -109,23 +136,37 @@ async def streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int) -> dic
             "mock HTTP": mock_http_path(session, mock.api_base, MOCK),
             "litellm": litellm_path(mock.api_base, MOCK),
             "gateway": gateway_path(stack.url(), stack.api_key, MOCK),
+            "gateway (route)": gateway_path(stack.url(), stack.api_key, MOCK, model=ROUTE_ALIAS),
         }
         for name, slot in paths.items():  # litellm's first call is slow; daphne's too
             say(f"warming up {name}")
-            for streams, per_stream in WARM_UP:
+            for streams, per_stream in warm_up:
                 warm = await run_phase(slot, streams=streams, per_stream=per_stream, tag="warm", pids={})
                 if warm.errors:
                     raise RuntimeError(f"{name} fails while warming up: {warm.samples[0].error}")
-        for streams, per_stream in LEVELS:
+        for streams, per_stream in levels:
             for name, slot in paths.items():
                 mock.clear()
                 phase = await run_phase(slot, streams=streams, per_stream=per_stream,
-                                        tag=f"{name.split()[0]}{streams}", pids=pids)
+                                        tag=f"{TAGS[name]}{streams}", pids=pids)
                 results[(name, streams)] = summarize(phase, mock.events())
                 r = results[(name, streams)]
-                say(f"{name:9} {streams:2} streams: TTFT p50 {r['ttft_p50']:.1f} ms, p99 {r['ttft_p99']:.1f} ms, "
+                say(f"{name:15} {streams:2} streams: TTFT p50 {r['ttft_p50']:.1f} ms, p99 {r['ttft_p99']:.1f} ms, "
                     f"{r['tokens_per_s']:.0f} tok/s, {r['errors']} errors, mock {r['mock_cores']:.2f} cores")
     return results
+
+
+def define_route(stack: Stack) -> None:
+    """The routed path's route: three deployments on the mock, each sending the benchmark's
+    directives, with the direct path's litellm model string (so litellm does the same work
+    for both paths and only routing differs), under a latency route."""
+    directives = f"tokens={MOCK.tokens} rate={MOCK.rate} ttft_ms={MOCK.ttft_ms}"
+    configure(stack, deployments=[{"name": name, "directives": directives} for name in ROUTE_DEPLOYMENTS],
+              routes=[{"alias": ROUTE_ALIAS, "strategy": ROUTE_STRATEGY, "candidates": ROUTE_DEPLOYMENTS}])
+    stack.manage("shell", "-c", (
+        "from gateway.models import Deployment; "
+        f"Deployment.objects.filter(org=None, name__in={ROUTE_DEPLOYMENTS!r})"
+        ".update(litellm_model='openai/gpt-4-turbo', context_window=128_000)"))
 
 
 def summarize(phase: PhaseResult, mock_events: list[dict]) -> dict:
@@ -207,11 +248,23 @@ def usage_records(stack: Stack, expected: int) -> dict[str, int]:
         time.sleep(0.2)
 
 
+def routed_to(stack: Stack) -> dict[str, int]:
+    """Which deployments served the routed path's requests (warm-up included), from the usage records."""
+    return dict(stack.query("SELECT deployment_name, COUNT(*) FROM billing_usagerecord WHERE requested_model = %s "
+                            "GROUP BY deployment_name ORDER BY COUNT(*) DESC", (ROUTE_ALIAS,)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help="idle connections to open")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a check that everything runs: {QUICK_LEVELS} (streams, requests each) after "
+                             f"{QUICK_WARM_UP}, {QUICK_CONNECTIONS} connections, a short routing-decision run, "
+                             "no budget ledger; print only")
     args = parser.parse_args(argv)
+    levels, warm_up = (QUICK_LEVELS, QUICK_WARM_UP) if args.quick else (LEVELS, WARM_UP)
+    connections = min(args.connections, QUICK_CONNECTIONS) if args.quick else args.connections
 
     raise_fd_limit()  # before the gateway starts: it inherits the limit
     machine = report.machine()
@@ -223,26 +276,37 @@ def main(argv: list[str] | None = None) -> int:
             stack = Stack(Path(tmp), mock_api_base=mock.api_base, name="bench")
             try:
                 stack.prepare()
+                say(f"defining the route {ROUTE_ALIAS} ({ROUTE_STRATEGY}) over {len(ROUTE_DEPLOYMENTS)} deployments")
+                define_route(stack)
                 # One key opens every connection: lift the per-key cap (an operator setting)
                 # so the process's own capacity is what gets measured.
-                stack.start_gateway(OPENCLAW_MAX_CONNECTIONS_PER_KEY=str(args.connections + 100))
+                stack.start_gateway(OPENCLAW_MAX_CONNECTIONS_PER_KEY=str(connections + 100))
                 gateway_pid = stack.processes[0][1].pid
-                stream_results = asyncio.run(streaming(mock, stack, gateway_pid))
-                gateway_requests = sum(s * n for s, n in WARM_UP + LEVELS)
+                stream_results = asyncio.run(streaming(mock, stack, gateway_pid, levels=levels, warm_up=warm_up))
+                gateway_requests = len(GATEWAY_PATHS) * sum(s * n for s, n in warm_up + levels)
                 usage = usage_records(stack, gateway_requests)
-                conn_results = asyncio.run(idle_connections(stack.url(), stack.api_key, gateway_pid, args.connections))
+                route_usage = routed_to(stack)
+                conn_results = asyncio.run(idle_connections(stack.url(), stack.api_key, gateway_pid, connections))
             finally:
                 stack.stop()
     machine["load_after"] = report.loadavg()
     machine["database"] = "PostgreSQL" if stack.pg_url else "SQLite"
     machine["layer"] = "Redis" if os.environ.get("REDIS_URL") else "in-memory"
     machine["duration_s"] = time.monotonic() - started
-    say("budget reserve + settle: python -m bench.budget_ledger")
-    budget = budget_ledger.render(budget_ledger.run_all(budget_ledger.parse([])))
-    text = report.render(machine=machine, mock=MOCK, levels=LEVELS, paths=PATHS, streams=stream_results,
-                         usage=usage, gateway_requests=gateway_requests, conns=conn_results) + "\n" + budget
+    say("routing decision: python -m bench.routing_decision")
+    routing = routing_decision.run_all(routing_decision.parse(QUICK_ROUTING if args.quick else []))
+    if args.quick:
+        budget = "### Budget reserve + settle\n\nSkipped (--quick).\n"
+    else:
+        say("budget reserve + settle: python -m bench.budget_ledger")
+        budget = budget_ledger.render(budget_ledger.run_all(budget_ledger.parse([])))
+    route = {"alias": ROUTE_ALIAS, "strategy": ROUTE_STRATEGY, "deployments": ROUTE_DEPLOYMENTS, "served": route_usage}
+    text = (report.render(machine=machine, mock=MOCK, levels=levels, paths=PATHS, streams=stream_results,
+                          usage=usage, gateway_requests=gateway_requests, conns=conn_results, route=route,
+                          routing=routing, quick=args.quick)
+            + "\n" + routing_decision.render(routing) + "\n" + budget)
     print(text)
-    if not args.no_docs:
+    if not args.no_docs and not args.quick:
         report.write_docs(text)
         say("wrote docs/benchmarks.md")
     return 0
