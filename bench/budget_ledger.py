@@ -113,11 +113,6 @@ def _usage(key_id: int) -> dict:
     }
 
 
-def _summary(samples: list[float]) -> dict:
-    return {"p50": report.pct(samples, 50), "p95": report.pct(samples, 95), "p99": report.pct(samples, 99),
-            "max": max(samples) if samples else float("nan"), "n": len(samples)}
-
-
 async def _measure(variant: str, org_id: int, key_id: int, rules, args) -> dict:
     import uuid
     from decimal import Decimal
@@ -183,8 +178,8 @@ async def _measure(variant: str, org_id: int, key_id: int, rules, args) -> dict:
             settled.append(c * 1000)
             total.append((a + b + c) * 1000)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        return {"total": _summary(total), "plan": _summary(plan), "reserve": _summary(reserve),
-                "settle": _summary(settled), "per_s": n / wall, "cpu_ms_per_op": cpu * 1000 / n}
+        return {"total": report.summary(total), "plan": report.summary(plan), "reserve": report.summary(reserve),
+                "settle": report.summary(settled), "per_s": n / wall, "cpu_ms_per_op": cpu * 1000 / n}
 
     async def concurrent(settle, tasks: int, ops: int) -> dict:
         left = [ops]
@@ -205,7 +200,7 @@ async def _measure(variant: str, org_id: int, key_id: int, rules, args) -> dict:
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         return {"tasks": tasks, "ops": ops, "ok": len(latencies), "errors": len(errors),
                 "first_error": errors[0] if errors else None, "wall_s": wall, "per_s": len(latencies) / wall,
-                "latency": _summary(latencies), "cpu_ms_per_op": cpu * 1000 / ops}
+                "latency": report.summary(latencies), "cpu_ms_per_op": cpu * 1000 / ops}
 
     if books.kind == "redis":
         async def round_trip():
@@ -243,7 +238,7 @@ async def _measure(variant: str, org_id: int, key_id: int, rules, args) -> dict:
         t = time.perf_counter()
         await round_trip()
         floor.append((time.perf_counter() - t) * 1000)
-    result["floor"] = {"name": floor_name, **_summary(floor)}
+    result["floor"] = {"name": floor_name, **report.summary(floor)}
     result["left_over"] = await _left_over(books, rules)
     result["server"] = await _server_version(books)
     return result
@@ -370,13 +365,6 @@ def _variant_env(variant: str, pg_url: str, redis_url: str, data_dir: str) -> di
     return env
 
 
-def _migrate(env: dict[str, str]) -> None:
-    done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{done.stdout}\n{done.stderr}")
-
-
 def run_all(args) -> dict:
     """Every variant, each in a subprocess; returns what render() needs."""
     machine = report.machine()
@@ -400,7 +388,7 @@ def run_all(args) -> dict:
             env = _variant_env(variant, pg_url, args.redis, data_dir)
             if not needs_pg or not migrated_pg:
                 say(f"{variant}: migrating {'PostgreSQL ' + DATABASE_NAME if needs_pg else 'a fresh SQLite file'}")
-                _migrate(env)
+                report.migrate(env)
                 migrated_pg = migrated_pg or needs_pg
             say(f"{variant}: running")
             done = subprocess.run(

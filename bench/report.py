@@ -5,6 +5,8 @@ import datetime
 import math
 import os
 import platform
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -25,6 +27,20 @@ def pct(values: list[float], q: float) -> float:
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(samples: list[float]) -> dict:
+    """p50 / p95 / p99 / max and the count of a list of timings."""
+    return {"p50": pct(samples, 50), "p95": pct(samples, 95), "p99": pct(samples, 99),
+            "max": max(samples) if samples else float("nan"), "n": len(samples)}
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Migrate the database `env` points at (a benchmark's own, fresh one)."""
+    done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=DOCS.parents[1],
+                          env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{done.stdout}\n{done.stderr}")
 
 
 def loadavg() -> str:

@@ -204,11 +204,6 @@ class _Loads:
         freshness._read = timed_read
 
 
-def _summary(samples: list[float]) -> dict:
-    return {"p50": report.pct(samples, 50), "p95": report.pct(samples, 95), "p99": report.pct(samples, 99),
-            "max": max(samples) if samples else float("nan"), "n": len(samples)}
-
-
 async def _measure(principal, deployment_ids: dict[str, int], args) -> dict:
     from gateway import policies, routing
     from gateway.freshness import POLL_SECONDS, freshness
@@ -256,8 +251,8 @@ async def _measure(principal, deployment_ids: dict[str, int], args) -> dict:
             self.untrusted = 0  # decisions made while the poller's last read was too old to trust
 
         def summary(self) -> dict:
-            return {"total": _summary(self.total), "policies": _summary(self.policies),
-                    "resolve": _summary(self.resolve), "loads": self.loads, "untrusted": self.untrusted,
+            return {"total": report.summary(self.total), "policies": report.summary(self.policies),
+                    "resolve": report.summary(self.resolve), "loads": self.loads, "untrusted": self.untrusted,
                     "first_choice": dict(self.first.most_common())}
 
     async def run(frame, spec: dict, count: int, *, cold: bool, into: Series | None = None) -> None:
@@ -327,7 +322,7 @@ async def _measure(principal, deployment_ids: dict[str, int], args) -> dict:
                       + (round_ < args.cold_iterations % cold_rounds), cold=True, into=cold[name])
         clear_caches()
     say(f"{args.cold_iterations:,} cold decisions per row in {time.perf_counter() - started:.1f} s")
-    cold_loads = {name: _summary(values[durations0[name]:]) for name, values in loads.durations.items()}
+    cold_loads = {name: report.summary(values[durations0[name]:]) for name, values in loads.durations.items()}
     bursts, burst_loads = [], []
     for _ in range(args.bursts):
         times, made = await burst(frames[TARGET_ROW], args.burst_size)
@@ -335,7 +330,7 @@ async def _measure(principal, deployment_ids: dict[str, int], args) -> dict:
         burst_loads.append(made)
         await asyncio.sleep(0.05)
     result: dict = {"rows": {}, "warm_seconds": warm_seconds, "poll_seconds": POLL_SECONDS,
-                    "poller_reads": _summary(poller_reads), "cold_loads": cold_loads}
+                    "poller_reads": report.summary(poller_reads), "cold_loads": cold_loads}
     for name, spec in rows.items():
         w, c = warm[name].summary(), (cold[name].summary() if args.cold_iterations else None)
         result["rows"][name] = {"warm": w, "cold": c, "strategy": spec["strategy"], "route": spec["route"],
@@ -344,9 +339,9 @@ async def _measure(principal, deployment_ids: dict[str, int], args) -> dict:
             + (f"; cold p50 {c['total']['p50']:,.0f} µs" if c else ""))
     if bursts:
         everything = [t for times in bursts for t in times]
-        result["burst"] = {"size": args.burst_size, "bursts": args.bursts, "all": _summary(everything),
-                           "slowest": _summary([max(times) for times in bursts]),
-                           "loads": _summary([float(n) for n in burst_loads])}
+        result["burst"] = {"size": args.burst_size, "bursts": args.bursts, "all": report.summary(everything),
+                           "slowest": report.summary([max(times) for times in bursts]),
+                           "loads": report.summary([float(n) for n in burst_loads])}
         say(f"{args.bursts} bursts of {args.burst_size} cold decisions at once: p50 "
             f"{result['burst']['all']['p50']:,.0f} µs, slowest {result['burst']['slowest']['p50']:,.0f} µs, "
             f"{result['burst']['loads']['p50']:.0f} loads per burst")
@@ -389,10 +384,7 @@ def run_all(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="openclaw-bench-routing-") as tmp:
         env = _env(tmp)
         say("migrating a fresh SQLite database")
-        done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO_ROOT,
-                              env=env, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"migrate failed:\n{done.stdout}\n{done.stderr}")
+        report.migrate(env)
         say("measuring")
         done = subprocess.run(
             [sys.executable, "-m", "bench.routing_decision", "--inner", "--iterations", str(args.iterations),

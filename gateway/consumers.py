@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import NoReturn
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -127,13 +128,16 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         await self.authenticated(principal)
 
+    def refuse(self, frame: protocol.LlmRequestFrame, error: GatewayError) -> NoReturn:
+        """Refuse a request before it is served: its usage record, then the error frame."""
+        record_refusal(principal=self.principal, frame=frame, error=error)
+        raise error
+
     async def on_llm_request(self, frame: protocol.LlmRequestFrame) -> None:
         request_id = frame.request_id or self.new_request_id()
         if lifecycle.draining:
-            record_refusal(principal=self.principal, frame=frame, request_id=request_id,
-                           code=ErrorCode.NO_HEALTHY_DEPLOYMENT)
-            raise GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect",
-                               request_id=request_id, retryable=True, retry_after_ms=1000)
+            self.refuse(frame, GatewayError(ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect",
+                                            request_id=request_id, retryable=True, retry_after_ms=1000))
         problem = await recheck_principal(self.principal)
         if problem:
             await self.send_frame(protocol.error_frame(ErrorCode.UNAUTHORIZED, f"access revoked: {problem}",
@@ -143,11 +147,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if request_id in self.requests:
             raise GatewayError(ErrorCode.CONFLICT, f"request {request_id!r} is already in flight", request_id=request_id)
         if len(self.requests) >= self.limits["MAX_IN_FLIGHT"]:
-            record_refusal(principal=self.principal, frame=frame, request_id=request_id,
-                           code=ErrorCode.RATE_LIMITED)
-            raise GatewayError(ErrorCode.RATE_LIMITED,
-                               f"at most {self.limits['MAX_IN_FLIGHT']} requests may be in flight on one connection",
-                               request_id=request_id, retryable=True, retry_after_ms=1000)
+            self.refuse(frame, GatewayError(
+                ErrorCode.RATE_LIMITED, f"at most {self.limits['MAX_IN_FLIGHT']} requests may be in flight on one "
+                "connection", request_id=request_id, retryable=True, retry_after_ms=1000))
         state = RequestState(request_id=request_id)
         self.requests[request_id] = state
         state.task = asyncio.create_task(

@@ -58,17 +58,17 @@ def _ms(since: float) -> int:
     return int((time.monotonic() - since) * 1000)
 
 
+def _new_draft(principal: KeyPrincipal, frame: LlmRequestFrame, request_id: str, **fields) -> UsageDraft:
+    """The usage record of one request, keyed by a fresh UUID."""
+    return UsageDraft(request_id=uuid.uuid4(), client_request_id=request_id, org_id=principal.org_id,
+                      api_key_id=principal.key_id, requested_model=frame.model,
+                      end_user=frame.metadata.user_id or "", **fields)
+
+
 async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, state: RequestState, send: Send) -> None:
     request_id = state.request_id
     t0 = time.monotonic()
-    draft = UsageDraft(
-        request_id=uuid.uuid4(),
-        client_request_id=request_id,
-        org_id=principal.org_id,
-        api_key_id=principal.key_id,
-        requested_model=frame.model,
-        end_user=frame.metadata.user_id or "",
-    )
+    draft = _new_draft(principal, frame, request_id)
     text_parts: list[str] = []
     started = False
     model = ""  # the litellm model string, for counting tokens the provider did not report
@@ -216,15 +216,12 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         count_completion(counted_scopes, draft.completion_tokens)
 
 
-def record_refusal(*, principal: KeyPrincipal, frame: LlmRequestFrame, request_id: str, code: ErrorCode) -> None:
+def record_refusal(*, principal: KeyPrincipal, frame: LlmRequestFrame, error: GatewayError) -> None:
     """The one usage record of a request the connection refused before serving it
     (too many in flight, server shutting down): rejected, with no tokens."""
     now = timezone.now()
-    usage_recorder.submit(UsageDraft(
-        request_id=uuid.uuid4(), client_request_id=request_id, org_id=principal.org_id,
-        api_key_id=principal.key_id, requested_model=frame.model, end_user=frame.metadata.user_id or "",
-        started_at=now, ended_at=now, status=Status.REJECTED, error_code=int(code), total_ms=0,
-    ))
+    usage_recorder.submit(_new_draft(principal, frame, error.request_id, started_at=now, ended_at=now,
+                                     status=Status.REJECTED, error_code=int(error.code), total_ms=0))
 
 
 @dataclass

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 import websockets
 
-from tests.support.frames import collect, next_frame, send_frame
+from tests.support.frames import authed_socket, collect, next_frame, send_frame
 from tests.support.services import require
 from tests.support.stack import Stack
 
@@ -68,17 +68,21 @@ def usage_total(stack: Stack) -> tuple[Decimal, int]:
     return sum((Decimal(str(r[0])) for r in rows), Decimal(0)), len(rows)
 
 
-async def authed(url: str, key: str):
-    ws = await websockets.connect(url, max_size=None)
-    await send_frame(ws, {"type": "auth", "token": key})
-    assert (await next_frame(ws))["type"] == "auth_ok"
-    return ws
+async def settled_state(stack: Stack, budget_id: int, timeout: float = 10) -> dict:
+    """The budget's ledger state once no lease is open (or as it is after `timeout` seconds):
+    usage records are written, and their leases settled, just after the end frames."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await asyncio.to_thread(ledger_state, stack, budget_id)
+        if state["open_leases"] == 0 or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.2)
 
 
 async def burst(urls: list[str], key: str, *, connections: int, per_connection: int, prompt: str) -> list[dict]:
     """Send every request at once over `connections` sockets spread across `urls`;
     return each request's terminal frame."""
-    sockets = [await authed(urls[i % len(urls)], key) for i in range(connections)]
+    sockets = [await authed_socket(urls[i % len(urls)], key, max_size=None) for i in range(connections)]
     for c, ws in enumerate(sockets):
         for i in range(per_connection):
             await send_frame(ws, {"type": "llm_request", "request_id": f"b{c}-{i}", "model": "gpt-4-turbo",
@@ -149,7 +153,7 @@ def _stop(stack: Stack, port: int, sig=signal.SIGTERM) -> None:
 async def test_every_ending_settles_to_the_tokens_received(budget_stack):
     await asyncio.to_thread(clear_usage, budget_stack)
     budget_id = await asyncio.to_thread(set_budget, budget_stack, limit_usd="5", name="endings")
-    ws = await authed(budget_stack.url(), budget_stack.api_key)
+    ws = await authed_socket(budget_stack.url(), budget_stack.api_key, max_size=None)
     # Cancelled after a few tokens; cut by the upstream mid-stream; a client that goes away.
     await send_frame(ws, {"type": "llm_request", "request_id": "cancelled", "model": "gpt-4-turbo",
                           "prompt": "a [[mock tokens=400 rate=100]]", "parameters": {"max_tokens": 500}})
@@ -163,7 +167,7 @@ async def test_every_ending_settles_to_the_tokens_received(budget_stack):
     by_request = await collect(ws, until=2, timeout=20)
     assert by_request["cancelled"][-1]["finish_reason"] == "cancelled"
     assert by_request["cut"][-1]["type"] == "error"
-    gone = await authed(budget_stack.url(), budget_stack.api_key)
+    gone = await authed_socket(budget_stack.url(), budget_stack.api_key, max_size=None)
     await send_frame(gone, {"type": "llm_request", "request_id": "gone", "model": "gpt-4-turbo",
                             "prompt": "c [[mock tokens=400 rate=100]]", "parameters": {"max_tokens": 500}})
     tokens = 0
@@ -179,12 +183,7 @@ async def test_every_ending_settles_to_the_tokens_received(budget_stack):
     assert by_id["cut"][1] == "upstream_error" and by_id["cut"][2] >= 7
     assert by_id["gone"][1] == "client_gone" and by_id["gone"][2] >= 5
     total = sum(Decimal(str(r[3])) for r in rows)
-    deadline = time.monotonic() + 10
-    while True:
-        state = await asyncio.to_thread(ledger_state, budget_stack, budget_id)
-        if state["open_leases"] == 0 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    state = await settled_state(budget_stack, budget_id)
     assert state["reserved_nanos"] == 0 and state["open_leases"] == 0
     # Each cost is rounded up to the nano-dollar when counted.
     assert int(total * 10**9) <= state["spent_nanos"] <= int(total * 10**9) + 3
@@ -194,8 +193,9 @@ async def test_a_process_killed_mid_stream_is_settled_from_its_checkpoint(budget
     await asyncio.to_thread(clear_usage, budget_stack)
     budget_id = await asyncio.to_thread(set_budget, budget_stack, limit_usd="5", name="crash")
     doomed = budget_stack.start_gateway(OPENCLAW_BUDGET_LEASE_SECONDS=LEASE_SECONDS)
-    survivor = await authed(budget_stack.url(), budget_stack.api_key)  # its process reaps lost leases
-    ws = await authed(budget_stack.url(doomed), budget_stack.api_key)
+    # The survivor's process reaps lost leases.
+    survivor = await authed_socket(budget_stack.url(), budget_stack.api_key, max_size=None)
+    ws = await authed_socket(budget_stack.url(doomed), budget_stack.api_key, max_size=None)
     await send_frame(ws, {"type": "llm_request", "request_id": "lost", "model": "gpt-4-turbo",
                           "prompt": "long [[mock tokens=2000 rate=20]]", "parameters": {"max_tokens": 2000}})
     received = 0
@@ -217,12 +217,7 @@ async def test_a_process_killed_mid_stream_is_settled_from_its_checkpoint(budget
     assert 10 <= completion_tokens <= received
     # Billed at the demo prices from the checkpoint: $10 / $30 per million.
     assert Decimal(str(cost)) == (Decimal(10) * prompt_tokens + Decimal(30) * completion_tokens) / 1_000_000
-    deadline = time.monotonic() + 10
-    while True:
-        after = await asyncio.to_thread(ledger_state, budget_stack, budget_id)
-        if after["open_leases"] == 0 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    after = await settled_state(budget_stack, budget_id)
     assert after["reserved_nanos"] == 0 and after["open_leases"] == 0
     assert after["spent_nanos"] == int(Decimal(str(cost)) * 10**9)
     await survivor.close()
@@ -238,7 +233,7 @@ async def test_redis_losing_its_data_mid_run_rebuilds_the_counters_without_overs
     # A first wave spends part of the budget; a long request stays in flight.
     first = await burst([budget_stack.url()], budget_stack.api_key, connections=1, per_connection=8, prompt=PROMPT)
     assert all(f["type"] == "llm_response_end" for f in first)
-    holder = await authed(budget_stack.url(), budget_stack.api_key)
+    holder = await authed_socket(budget_stack.url(), budget_stack.api_key, max_size=None)
     await send_frame(holder, {"type": "llm_request", "request_id": "held", "model": "gpt-4-turbo",
                               "prompt": "slow [[mock tokens=50 rate=5]]", "parameters": {"max_tokens": 50}})
     assert (await next_frame(holder))["type"] == "llm_response_start"
@@ -276,7 +271,7 @@ async def test_a_filtered_budget_reroutes_at_rate_card_prices_over_real_sockets(
     )
     org_budget = int((await asyncio.to_thread(budget_stack.manage, "shell", "-c", script)).strip().splitlines()[-1])
     await asyncio.sleep(1.1)  # budgets, routes and prices are cached for a second
-    ws = await authed(budget_stack.url(), budget_stack.api_key)
+    ws = await authed_socket(budget_stack.url(), budget_stack.api_key, max_size=None)
     await send_frame(ws, {"type": "llm_request", "request_id": "p", "model": "premium",
                           "prompt": "summarise [[mock tokens=10]]", "parameters": {"max_tokens": 20}})
     frames = (await collect(ws))["p"]
@@ -295,10 +290,5 @@ async def test_a_filtered_budget_reroutes_at_rate_card_prices_over_real_sockets(
         "SELECT input_price_per_mtok, output_price_per_mtok, cost_usd FROM billing_usagerecord "
         "WHERE client_request_id = 'p'")
     assert (Decimal(str(rows[0][0])), Decimal(str(rows[0][1]))) == (Decimal(5), Decimal(15))
-    deadline = time.monotonic() + 10
-    while True:
-        state = await asyncio.to_thread(ledger_state, budget_stack, org_budget)
-        if state["open_leases"] == 0 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    state = await settled_state(budget_stack, org_budget)
     assert state["spent_nanos"] == int(expected * 10**9) and state["reserved_nanos"] == 0

@@ -7,18 +7,11 @@ import time
 import pytest
 import websockets
 
-from tests.support.frames import collect, next_frame, send_frame
+from tests.support.frames import authed_socket, collect, next_frame, send_frame
 from tests.support.routes import define_route
 from tests.support.services import require
 
 pytestmark = pytest.mark.e2e
-
-
-async def authed_socket(url, key):
-    ws = await websockets.connect(url)
-    await send_frame(ws, {"type": "auth", "token": key})
-    assert (await next_frame(ws))["type"] == "auth_ok"
-    return ws
 
 
 async def wait_closed(ws, timeout=5):

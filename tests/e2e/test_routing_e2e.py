@@ -13,9 +13,8 @@ import json
 from collections import Counter
 
 import pytest
-import websockets
 
-from tests.support.frames import collect, next_frame, send_frame, text_of
+from tests.support.frames import authed_socket, collect, next_frame, send_frame, text_of
 from tests.support.routes import configure
 
 pytestmark = pytest.mark.e2e
@@ -25,10 +24,9 @@ FAST = "rate=0 ttft_ms=0"
 
 @pytest.fixture
 async def ws(stack):
-    async with websockets.connect(stack.url(), max_size=2**22) as socket:
-        await send_frame(socket, {"type": "auth", "token": stack.api_key})
-        assert (await next_frame(socket))["type"] == "auth_ok"
-        yield socket
+    socket = await authed_socket(stack.url(), stack.api_key, max_size=2**22)
+    yield socket
+    await socket.close()
 
 
 @pytest.fixture

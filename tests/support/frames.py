@@ -36,3 +36,13 @@ async def collect(conn, *, until: int = 1, timeout: float = 15) -> dict[str, lis
 
 def text_of(frames: list[dict]) -> str:
     return "".join(f["content"] for f in frames if f["type"] == "llm_token")
+
+
+async def authed_socket(url: str, key: str, **connect_options):
+    """A real WebSocket to the gateway, authenticated with an `auth` frame."""
+    import websockets
+
+    ws = await websockets.connect(url, **connect_options)
+    await send_frame(ws, {"type": "auth", "token": key})
+    assert (await next_frame(ws))["type"] == "auth_ok"
+    return ws
