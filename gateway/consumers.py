@@ -6,9 +6,11 @@ own task (RequestState.task) so `cancel` and `ping` are read while tokens flow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import NoReturn
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -42,10 +44,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.limits = settings.GATEWAY
         self.requests: dict[str, RequestState] = {}
         self.closed = False
+        self.released = False
         self.revoking = False
         self.auth_timer: asyncio.Task | None = None
         self.request_counter = 0
         self.presence_token: str | None = None
+        self.presence_key: tuple[int, str] = (0, "")  # (key id, public id) the slot was taken for
         self.groups_joined: list[str] = []
         await self.accept()
         lifecycle.register(self)
@@ -63,19 +67,53 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         else:
             self.auth_timer = asyncio.create_task(self.expire_unauthenticated())
 
+    async def dispatch(self, message) -> None:
+        """Every message of this connection goes through here. Whatever fails while
+        handling one, the connection's holdings are released: a failure never leaks
+        a key's connection slot or leaves a stream running upstream unbilled."""
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            log.exception("websocket connection failed while handling %s", message.get("type"))
+            if message.get("type") == "websocket.disconnect":
+                await self.release()
+                raise StopConsumer() from None
+            await self.fail_connection()
+
     async def disconnect(self, code) -> None:
-        self.closed = True
+        await self.release()
+
+    async def release(self) -> None:
+        """Give back everything the connection holds, once, each step on its own so one
+        failing step (a Redis hiccup) does not keep the others from happening."""
+        if self.released:
+            return
+        self.released = self.closed = True
         lifecycle.unregister(self)
         if self.auth_timer:
             self.auth_timer.cancel()
         # Each task closes its upstream stream and hands its usage record over.
-        await self.stop_requests("client_gone")
+        with _logged("stopping requests"):
+            await self.stop_requests("client_gone")
         for group in self.groups_joined:
-            async with group_slots():
-                await self.channel_layer.group_discard(group, self.channel_name)
+            with _logged("leaving a control group"):
+                async with group_slots():
+                    await self.channel_layer.group_discard(group, self.channel_name)
         if self.presence_token:
-            freshness().key_closed(self.principal.key_id)
-            await presence().release(self.principal.key_public_id, self.presence_token)
+            with _logged("releasing the connection slot"):
+                freshness().key_closed(self.presence_key[0])
+                await presence().release(self.presence_key[1], self.presence_token)
+
+    async def fail_connection(self) -> None:
+        """An unexpected failure: tell the client, close 1011, release everything."""
+        with _logged("reporting a failure"):
+            await self.send_frame(protocol.error_frame(
+                ErrorCode.INTERNAL, "internal error; the connection is closed, reconnect", retryable=True))
+        with _logged("closing"):
+            await self.close_with(CloseCode.INTERNAL_ERROR)
+        await self.release()
 
     async def stop_requests(self, reason: str, timeout: float = 5) -> None:
         tasks = []
@@ -102,6 +140,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 ErrorCode.FRAME_TOO_LARGE, f"frame is larger than the limit of {limit} bytes"))
             await self.close_with(CloseCode.FRAME_TOO_LARGE)
             return
+        frame = None
         try:
             frame = protocol.parse_client_frame(text_data)
             if isinstance(frame, protocol.AuthFrame):
@@ -117,6 +156,14 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 await self.on_cancel(frame)
         except GatewayError as exc:
             await self.send_frame(exc.frame())
+        except Exception:
+            if isinstance(frame, protocol.AuthFrame) or self.principal is None:
+                raise  # authentication half done: dispatch closes the connection (1011)
+            # One frame failed; the connection's state is intact, so it stays open.
+            log.exception("frame handling failed")
+            await self.send_frame(protocol.error_frame(
+                ErrorCode.INTERNAL, "internal error; the frame was not handled",
+                request_id=getattr(frame, "request_id", None), retryable=True))
 
     async def on_auth(self, frame: protocol.AuthFrame) -> None:
         if self.principal is not None:
@@ -175,6 +222,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if self.auth_timer:
             self.auth_timer.cancel()
         limit = self.limits["MAX_CONNECTIONS_PER_KEY"]
+        self.presence_key = (principal.key_id, principal.key_public_id)
         self.presence_token = await presence().acquire(principal.key_public_id, limit)
         if self.presence_token is None:
             await self.send_frame(protocol.error_frame(
@@ -242,3 +290,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict) -> None:
         if not self.closed:
             await self.send(text_data=protocol.encode(frame))
+
+
+@contextlib.contextmanager
+def _logged(step: str):
+    """Run one step of releasing a connection; log a failure and go on with the next."""
+    try:
+        yield
+    except Exception:
+        log.exception("releasing a connection: %s failed", step)

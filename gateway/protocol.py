@@ -7,6 +7,7 @@ wire format. docs/protocol.md is the human-readable contract.
 from __future__ import annotations
 
 import json
+import re
 from enum import IntEnum
 from typing import Annotated, Any, Literal, Union
 
@@ -170,6 +171,60 @@ _FRAME_TYPES: dict[str, type[_Frame]] = {
 }
 
 
+# --- Text accepted from clients ---------------------------------------------------
+#
+# Every string a client sends (every value and every object key, known fields and
+# ignored ones alike) passes through `unstorable_text` before anything else reads
+# the frame: the one place that decides which text the gateway accepts. Any
+# Unicode text is accepted and stored faithfully, except
+#   - NUL (U+0000): PostgreSQL cannot store it in `text` or `jsonb`, so a usage
+#     record carrying it could never be written;
+#   - lone surrogates (U+D800-U+DFFF not in a pair, which JSON's \uXXXX escapes can
+#     express): they are not Unicode scalar values, cannot be encoded as UTF-8 and
+#     so can be neither stored, nor sent upstream, nor echoed in a frame.
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain NUL (U+0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must not contain a lone surrogate (U+D800 to U+DFFF); send well-formed Unicode"
+    return None
+
+
+def _shown(path: str) -> str:
+    return path if len(path) <= 120 else path[:119] + "…"
+
+
+def unstorable_text(value: Any) -> str | None:
+    """Describe the first string in a decoded JSON value that the gateway refuses, naming
+    where it is ("metadata.user_id: must not contain NUL (U+0000)"), or None."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            problem = _text_problem(item)
+            if problem:
+                return f"{_shown(path) or 'frame'}: {problem}"
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                problem = _text_problem(key)
+                if problem:
+                    # The key itself cannot be shown as it is: escape it.
+                    return f"{_shown(path) + ': a key' if path else 'a key'} ({ascii(key)[:60]}) {problem}"
+                children.append((f"{path}.{key}" if path else key, child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{path}.{index}", child) for index, child in enumerate(item)]))
+    return None
+
+
 def parse_client_frame(text: str) -> ClientFrame:
     """Parse one text frame or raise GatewayError(400) with a message naming the problem."""
     try:
@@ -179,7 +234,14 @@ def parse_client_frame(text: str) -> ClientFrame:
     if not isinstance(raw, dict):
         raise GatewayError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
     frame_type = raw.get("type")
-    request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
+    # Echoed in the error frame only when it is a valid id: a client's bad text is
+    # never sent back as it came.
+    request_id = raw.get("request_id")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        request_id = None
+    problem = unstorable_text(raw)
+    if problem:
+        raise GatewayError(ErrorCode.BAD_REQUEST, problem, request_id=request_id)
     if not isinstance(frame_type, str):
         raise GatewayError(ErrorCode.BAD_REQUEST, "frame needs a string 'type'", request_id=request_id)
     schema = _FRAME_TYPES.get(frame_type)
@@ -207,7 +269,16 @@ def _describe(exc: ValidationError) -> str:
 # --- Server -> client frames -------------------------------------------------------
 
 def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate from upstream (a provider may send "\ud800" in its
+            # JSON): the ASGI server could not encode the frame and would drop the
+            # connection. JSON's own escape carries it faithfully instead.
+            text = json.dumps(frame, separators=(",", ":"))
+    return text
 
 
 def auth_ok_frame(*, org: str, key_prefix: str, limits: dict[str, int],

@@ -78,3 +78,97 @@ def test_error_frames_have_the_documented_shape():
     assert frame == {"type": "error", "request_id": "r", "code": 429, "error": "rate_limited",
                      "message": "slow down", "retryable": True, "retry_after_ms": 1200}
     assert set(ERROR_NAMES) == set(ErrorCode)
+
+
+# --- Text the gateway accepts (one place: protocol.unstorable_text) ---------------------
+
+BAD_TEXT = [("\x00", "NUL (U+0000)"), ("\ud800", "lone surrogate"), ("ok\udfffok", "lone surrogate")]
+
+# Every string-bearing place of every frame type, as (frame, path named in the error).
+PLACES = [
+    (lambda bad: {"type": "auth", "token": bad}, "token"),
+    (lambda bad: {"type": "cancel", "request_id": bad}, "request_id"),
+    (lambda bad: {"type": bad}, "type"),
+    (lambda bad: {"type": "ping", "future": bad}, "future"),
+    (lambda bad: {"type": "llm_request", "model": bad, "prompt": "hi"}, "model"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": bad}, "prompt"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "system": bad}, "system"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "session_id": bad}, "session_id"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "request_id": bad}, "request_id"),
+    (lambda bad: {"type": "llm_request", "model": "m", "messages": [{"role": "user", "content": "a"},
+                                                                 {"role": "user", "content": bad}]},
+     "messages.1.content"),
+    (lambda bad: {"type": "llm_request", "model": "m", "messages": [{"role": "user", "content": "a", "name": bad}]},
+     "messages.0.name"),
+    (lambda bad: {"type": "llm_request", "model": "m", "messages": [{"role": bad, "content": "a"}]},
+     "messages.0.role"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "parameters": {"stop": ["x", bad]}},
+     "parameters.stop.1"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "metadata": {"user_id": bad}},
+     "metadata.user_id"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "metadata": {"priority": bad}},
+     "metadata.priority"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "metadata": {"tags": ["a", bad]}},
+     "metadata.tags.1"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "metadata": {"team": {"deep": [bad]}}},
+     "metadata.team.deep.0"),
+    (lambda bad: {"type": "llm_request", "model": "m", "prompt": "hi", "unknown": bad}, "unknown"),
+]
+
+
+@pytest.mark.parametrize("bad,named", BAD_TEXT)
+@pytest.mark.parametrize("make,path", PLACES)
+def test_nul_and_lone_surrogates_are_refused_wherever_they_appear(make, path, bad, named):
+    with pytest.raises(GatewayError) as caught:
+        parse(make(bad))
+    assert caught.value.code == ErrorCode.BAD_REQUEST
+    assert caught.value.message.startswith(f"{path}: must not contain") and named in caught.value.message
+    # The error frame itself is always sendable: valid UTF-8, the bad text never echoed.
+    text = json.dumps(caught.value.frame(), ensure_ascii=False)
+    text.encode("utf-8")
+    assert bad not in text and caught.value.request_id is None
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"])
+def test_a_bad_object_key_is_refused_and_shown_escaped(bad):
+    with pytest.raises(GatewayError) as caught:
+        parse({"type": "llm_request", "model": "m", "prompt": "hi", "metadata": {f"k{bad}": 1}})
+    message = caught.value.message
+    assert message.startswith("metadata: a key (") and ascii(f"k{bad}") in message
+    message.encode("utf-8")
+
+
+def test_any_other_unicode_is_accepted_as_it_is():
+    text = "\ufffe\uffff\U0010ffff\u202e\u2028 \U0001f600 e\u0301 \x01\x1f"
+    frame = parse({"type": "llm_request", "request_id": "r1", "model": text, "prompt": text,
+                   "metadata": {"user_id": text, "tags": [text[:64]], text: text}})
+    assert frame.model == text and frame.prompt == text and frame.metadata.user_id == text
+    # A surrogate *pair* escaped in JSON is one well-formed character.
+    frame = parse_client_frame('{"type":"llm_request","model":"m","prompt":"\\ud83d\\ude00"}')
+    assert frame.prompt == "\U0001f600"
+
+
+def test_a_valid_request_id_is_echoed_with_a_refusal_and_an_invalid_one_never():
+    with pytest.raises(GatewayError) as caught:
+        parse({"type": "llm_request", "request_id": "r-7", "model": "m", "prompt": "a\x00"})
+    assert caught.value.request_id == "r-7"
+    with pytest.raises(GatewayError) as caught:
+        parse({"type": "llm_request", "request_id": "r 7 with spaces", "model": "m"})
+    assert caught.value.request_id is None
+
+
+def test_a_long_path_is_shortened_in_the_message():
+    key = "k" * 500
+    with pytest.raises(GatewayError) as caught:
+        parse({"type": "ping", key: "\x00"})
+    assert len(caught.value.message) < 250
+
+
+def test_frames_with_a_lone_surrogate_from_upstream_still_encode_as_valid_utf8():
+    from gateway.protocol import encode, token_frame
+
+    frame = token_frame(request_id="r1", seq=0, content="a\ud800b")
+    text = encode(frame)
+    text.encode("utf-8")
+    assert json.loads(text) == frame
+    assert encode({"type": "x", "content": "é"}) == '{"type":"x","content":"é"}'  # the common case stays compact
