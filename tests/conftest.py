@@ -7,9 +7,19 @@ import os
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, settings as hypothesis_settings
 
 from tests.support.mockllm import MockLLMProcess
 from tests.support.services import require
+
+
+# Property-based tests: no per-example deadline (examples cross real sockets on a
+# shared machine); under CI derandomized and without the example database, so a
+# run is reproducible and CI time is bounded by each test's max_examples.
+hypothesis_settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile("ci", parent=hypothesis_settings.get_profile("dev"), derandomize=True,
+                                     database=None, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_configure(config):
