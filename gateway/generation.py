@@ -155,7 +155,7 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             started = True
         if not params.stream and text_parts:
             await send(protocol.token_frame(request_id=request_id, seq=0, content="".join(text_parts)))
-        draft.provider_response_id = result.response_id[:200]
+        draft.provider_response_id = protocol.storable(result.response_id)[:200]
         finish = "length" if result.finish_reason == "length" or stopped_at_max else "stop"
         _bill(draft, model, text_parts, result.prompt_tokens, result.completion_tokens)
         draft.finish_reason = finish

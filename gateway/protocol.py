@@ -197,6 +197,14 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
+def storable(text: str) -> str:
+    """Text from elsewhere (a provider's response id) made storable: NUL dropped, lone
+    surrogates replaced. Client text is refused instead (`unstorable_text`)."""
+    if _text_problem(text) is None:
+        return text
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def _shown(path: str) -> str:
     return path if len(path) <= 120 else path[:119] + "…"
 

@@ -172,3 +172,10 @@ def test_frames_with_a_lone_surrogate_from_upstream_still_encode_as_valid_utf8()
     text.encode("utf-8")
     assert json.loads(text) == frame
     assert encode({"type": "x", "content": "é"}) == '{"type":"x","content":"é"}'  # the common case stays compact
+
+
+def test_text_from_a_provider_is_made_storable():
+    from gateway.protocol import storable
+
+    assert storable("chatcmpl-1") == "chatcmpl-1"
+    assert storable("a\x00b\ud800c") == "ab?c"
