@@ -216,3 +216,32 @@ def _translate(exc: BaseException, target: Target) -> BaseException:
                              status=status, retryable=False)
     log.warning("upstream %s failed: %s", name, type(exc).__name__)
     return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} failed", retryable=True)
+
+
+def warm_up() -> None:
+    """Pay litellm's first-call costs at start-up rather than on a client's first request.
+
+    The first streamed completion of a process imports litellm's provider modules and
+    builds its streaming machinery, and the first token count loads the tokenizer's
+    files: about 2 s together on a busy 2-core machine, all of it added to the first
+    client's time to first token (once enough to pass a test client's 10 s wait). A
+    mocked completion (`mock_response`: no HTTP client, no connection) and one token
+    count take that cost here. Never fatal: a failure only leaves the cost where it was.
+    """
+    messages = [{"role": "user", "content": "warm up"}]
+
+    async def one_completion() -> None:
+        stream = await litellm.acompletion(model="openai/warm-up", messages=messages, stream=True,
+                                           mock_response="ok", api_key="unused", max_tokens=1)
+        async for _chunk in stream:
+            pass
+
+    # Its own loop, never installed as the current one: the server's loop is untouched.
+    loop = asyncio.new_event_loop()
+    try:
+        litellm.token_counter(model="gpt-4-turbo", messages=messages)
+        loop.run_until_complete(one_completion())
+    except Exception:
+        log.warning("litellm warm-up failed; the first request will pay its start-up cost", exc_info=True)
+    finally:
+        loop.close()

@@ -18,6 +18,9 @@
    them all (about 0.4 s on the benchmark machine), stalling every stream of the
    process at once. They are moved out of the collector's reach (`gc.freeze()`)
    once the application is loaded, before the first connection.
+5. No start-up cost on the first request: litellm's lazy first-call work (provider
+   modules, the streaming wrapper, tokenizer files) is done before serving
+   (`gateway.providers.warm_up`).
 """
 from __future__ import annotations
 
@@ -62,7 +65,9 @@ class GatewayCommandLine(CommandLineInterface):
 def freeze_startup_objects() -> None:
     """Load the application now and exempt everything it allocated from collection."""
     import openclaw_site.asgi  # noqa: F401  (Django, channels, litellm and the gateway)
+    from gateway.providers import warm_up
 
+    warm_up()  # litellm's lazy first-call work, before the first client rather than during
     gc.collect()
     gc.freeze()
 

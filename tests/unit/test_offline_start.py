@@ -65,6 +65,8 @@ START_UP = textwrap.dedent("""
     django.setup()
     from openclaw_site.asgi import application
     import litellm
+    from gateway.providers import warm_up
+    warm_up()  # what the gateway process does before serving
 
     print(json.dumps({"attempts": attempts, "models_priced": len(litellm.model_cost),
                       "application": type(application).__name__}))
