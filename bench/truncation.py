@@ -54,8 +54,9 @@ def say(message: str) -> None:
 def conversation(n: int) -> list[dict]:
     """A system prompt, then `n` tiny alternating turns; the last one is the question."""
     messages = [{"role": "system", "content": "You are terse."}]
-    for i in range(n - 1):
-        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}: ok, noted, please go on."})
+    for i in range(n - 2):
+        role = "user" if i % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": f"turn {i}: ok, noted, please go on."})
     messages.append({"role": "user", "content": "So what was the first thing I said?"})
     return messages
 
@@ -195,7 +196,7 @@ def render(run: dict, *, heading: str = "###") -> str:
         f"Python {m['python']} · {m['versions']} · load average {m['load_before']} before, {m['load_after']} after · "
         f"run took {m['duration_s']:.0f} s", "",
         f"{r['messages']:,} tiny messages ({r['chars']:,} characters, {r['prompt_tokens']:,} tokens) to `{MODEL}` "
-        f"with a {CONTEXT_WINDOW:,}-token context and `max_tokens` {MAX_TOKENS:,}: room for {r['room']:,}; both "
+        f"with an {CONTEXT_WINDOW:,}-token context and `max_tokens` {MAX_TOKENS:,}: room for {r['room']:,}; both "
         f"keep the same {r['kept']:,} messages ({r['sent_tokens']:,} tokens). One count of the whole prompt, for "
         f"scale: {report._f(count['cpu_s'] * 1000)} ms CPU.", "",
         "| truncation | CPU s | wall s | `token_counter` calls | messages counted |",
