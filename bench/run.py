@@ -20,9 +20,14 @@ What it does, on loopback, with everything started fresh (mock LLM, SQLite stack
 4. One request's routing decision, in-process (``bench.routing_decision``, which also runs
    alone: ``python -m bench.routing_decision``): end-to-end noise is far larger than the
    decision itself, so it is timed directly.
+5. Prompt truncation, in-process (``bench.truncation``, which also runs alone:
+   ``python -m bench.truncation``): 3,000 tiny messages into an 8k context, the old quadratic
+   algorithm (the baseline, about 100 s of CPU) against the gateway's, and one org's burst of
+   them beside another org's count.
 
 ``--quick`` checks that everything runs, in about two minutes: fewer requests and
-streams, 200 idle connections, a shorter routing-decision run, no budget ledger; it prints
+streams, 200 idle connections, a shorter routing-decision run, no budget ledger, truncation
+of 1,000 messages; it prints
 only (docs/benchmarks.md is left alone) and its numbers are not the benchmark's.
 
 How to read the numbers:
@@ -64,7 +69,7 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from bench import budget_ledger, report, routing_decision  # noqa: E402
+from bench import budget_ledger, report, routing_decision, truncation  # noqa: E402
 from bench.clients import (  # noqa: E402
     MockSettings, PhaseResult, cpu_seconds, gateway_path, litellm_path, mock_http_path, mock_http_session,
     open_authenticated, run_phase,
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help=f"a check that everything runs: {QUICK_LEVELS} (streams, requests each) after "
                              f"{QUICK_WARM_UP}, {QUICK_CONNECTIONS} connections, a short routing-decision run, "
-                             "no budget ledger; print only")
+                             "no budget ledger, truncation of 1,000 messages; print only")
     args = parser.parse_args(argv)
     levels, warm_up = (QUICK_LEVELS, QUICK_WARM_UP) if args.quick else (LEVELS, WARM_UP)
     connections = min(args.connections, QUICK_CONNECTIONS) if args.quick else args.connections
@@ -300,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         say("budget reserve + settle: python -m bench.budget_ledger")
         budget = budget_ledger.render(budget_ledger.run_all(budget_ledger.parse([])))
+    say("prompt truncation: python -m bench.truncation")
+    truncating = truncation.render(truncation.run_all(truncation.parse(["--quick"] if args.quick else [])))
     route = {"alias": ROUTE_ALIAS, "strategy": ROUTE_STRATEGY, "deployments": ROUTE_DEPLOYMENTS, "served": route_usage}
     text = (report.render(machine=machine, mock=MOCK, levels=levels, paths=PATHS, streams=stream_results,
                           usage=usage, gateway_requests=gateway_requests, conns=conn_results, route=route,
                           routing=routing, quick=args.quick)
-            + "\n" + routing_decision.render(routing) + "\n" + budget)
+            + "\n" + routing_decision.render(routing) + "\n" + budget + "\n" + truncating)
     print(text)
     if not args.no_docs and not args.quick:
         report.write_docs(text)

@@ -87,7 +87,7 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
                                                   policy=policy if not fallbacks else None,
                                                   check_allowed=not fallbacks)
             decision.budget_fallbacks = fallbacks
-            prompt_tokens = await count_prompt_tokens(decision.target.litellm_model, messages)
+            prompt_tokens = await count_prompt_tokens(decision.target.litellm_model, messages, org=principal.org_id)
             draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED
             draft.via_route_id = decision.route_id
             if not fallbacks:
@@ -256,7 +256,7 @@ async def _shape(target: Target, frame: LlmRequestFrame, principal: KeyPrincipal
     if input_cap:
         room = min(room, input_cap)
     try:
-        return max_tokens, await fit_prompt(target.litellm_model, messages, prompt_tokens, room)
+        return max_tokens, await fit_prompt(target.litellm_model, messages, prompt_tokens, room, org=principal.org_id)
     except PromptTooLong as exc:
         widest = target.context_window - 1 if not input_cap else min(target.context_window - 1, input_cap)
         if exc.needed <= widest:

@@ -204,6 +204,10 @@ GATEWAY = {
     "HEARTBEAT_SECONDS": env_int("OPENCLAW_HEARTBEAT_SECONDS", 20, minimum=1),
     # Used when a request names no max_tokens; always clamped by the deployment.
     "DEFAULT_MAX_TOKENS": env_int("OPENCLAW_DEFAULT_MAX_TOKENS", 1024, minimum=1),
+    # Prompts too big to count on the event loop are counted on a pool of their own, at
+    # most this many per org at once (docs/token-control.md).
+    "TOKEN_COUNT_THREADS": env_int("OPENCLAW_TOKEN_COUNT_THREADS", 4, minimum=1),
+    "TOKEN_COUNTS_PER_ORG": env_int("OPENCLAW_TOKEN_COUNTS_PER_ORG", 1, minimum=1),
     # Budget reservations are leases: extended this often while a request runs, and
     # settled from their checkpoint by another process when not extended for
     # BUDGET_LEASE_SECONDS (their process died). See docs/budgets.md.

@@ -34,3 +34,197 @@ def test_truncation_drops_the_oldest_turns_and_keeps_system_prompts_and_the_last
     with pytest.raises(PromptTooLong) as too_long:
         _fit("gpt-4o", [{"role": "system", "content": "x " * 400}, {"role": "user", "content": "hi"}], 500, 100)
     assert too_long.value.needed > 100 and len(too_long.value.minimal) == 2
+
+
+# --- truncation: each message counted once, the same answer as before ----------------------------
+
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+from math import isqrt  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from bench.truncation import conversation, quadratic_fit_baseline  # noqa: E402
+from gateway import counting, tokens  # noqa: E402
+from gateway.providers import litellm  # noqa: E402
+from gateway.tokens import _count_messages, count_prompt_tokens, counting_cost, fit_prompt  # noqa: E402
+
+
+class CountedCalls:
+    """litellm.token_counter, counting its calls and the messages passed to it; it fails
+    the test as soon as more than `max_messages` messages have been counted (the old,
+    quadratic truncation would count millions: fail fast instead of running for minutes)."""
+
+    def __init__(self, monkeypatch, max_messages: int) -> None:
+        self.calls = self.messages = 0
+        self.max_messages = max_messages
+        original = litellm.token_counter
+
+        def counting_wrapper(*args, **kwargs):
+            self.calls += 1
+            self.messages += len(kwargs.get("messages") or ())
+            assert self.messages <= self.max_messages, f"{self.messages:,} messages counted in {self.calls} calls"
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(litellm, "token_counter", counting_wrapper)
+
+
+@pytest.mark.parametrize("n, room", [(300, 1000), (3000, 8192 - 1024)])
+def test_truncation_counts_each_message_once(n, room, monkeypatch):
+    # n tiny messages (3,000 are about 100 KB; into an 8k context): most turns must go.
+    messages = conversation(n)
+    prompt_tokens = _count_messages("openai/gpt-4", messages)
+    assert prompt_tokens > room
+    # Every message once, the block where the cut falls once more, then the kept
+    # messages once (the recount whose total is reported): linear in n.
+    calls = CountedCalls(monkeypatch, max_messages=2 * n + isqrt(n) + 5)
+    fitted = tokens._fit("openai/gpt-4", messages, prompt_tokens, room)
+    assert calls.messages <= n + len(fitted.messages) + isqrt(n) + 5
+    assert calls.calls <= 2 * isqrt(n) + 5  # in about sqrt(n) blocks, not one call per message
+    assert fitted.prompt_tokens <= room
+    monkeypatch.undo()
+    assert fitted.prompt_tokens == _count_messages("openai/gpt-4", fitted.messages)  # what litellm counts
+
+
+def outcome(fit, model, messages, prompt_tokens, room):
+    try:
+        f = fit(model, messages, prompt_tokens, room)
+    except tokens.PromptTooLong as exc:
+        return ("too long", exc.needed, exc.room, exc.minimal)
+    return ("fitted", f.messages, f.prompt_tokens, f.removed_tokens, f.removed_messages)
+
+
+def same_as_before(model, messages, room, prompt_tokens=None):
+    prompt_tokens = _count_messages(model, messages) if prompt_tokens is None else prompt_tokens
+    now = outcome(tokens._fit, model, messages, prompt_tokens, room)
+    assert now == outcome(quadratic_fit_baseline, model, messages, prompt_tokens, room)
+    return now
+
+
+MODELS = ["gpt-4o", "openai/gpt-4-turbo", "gpt-3.5-turbo-0301", "anthropic/claude-3-haiku-20240307"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_truncation_keeps_exactly_what_dropping_one_turn_at_a_time_kept(model):
+    sys_ = lambda text: {"role": "system", "content": text}  # noqa: E731
+    user = lambda text, **kw: {"role": "user", "content": text, **kw}  # noqa: E731
+    bot = lambda text: {"role": "assistant", "content": text}  # noqa: E731
+    chat = [user(f"question {i} " + "word " * (i % 7 * 5)) if i % 2 == 0 else bot(f"answer {i} " + "yes " * (i % 5))
+            for i in range(40)]
+    total = _count_messages(model, chat + [user("last")])
+    # System messages in the middle, kept wherever they are.
+    middle = chat[:10] + [sys_("rule one")] + chat[10:25] + [sys_("rule two " * 20)] + chat[25:] + [user("last")]
+    for room in (20, total // 7, total // 3, total // 2, total - 30, total + 40):
+        same_as_before(model, middle, room)
+    # Names (litellm adds a token per name, or takes one off for gpt-3.5-turbo-0301).
+    named = [dict(m, name=f"n{i}") if i % 3 == 0 else m for i, m in enumerate(chat)] + [user("last", name="bob")]
+    for room in (20, total // 5, total // 2, total - 10, total + 60):
+        same_as_before(model, named, room)
+    # A single huge last message: everything else goes, then it is too long alone.
+    huge = [sys_("be brief")] + chat + [user("tell me about this: " + "lorem ipsum dolor " * 3000)]
+    assert same_as_before(model, huge, 2000)[0] == "too long"
+    kept = same_as_before(model, huge, _count_messages(model, [huge[0], huge[-1]]))
+    assert kept[0] == "fitted" and [m["role"] for m in kept[1]] == ["system", "user"]
+    # Nothing droppable: a system prompt and the question.
+    only = [sys_("x " * 400), user("hi")]
+    assert same_as_before(model, only, 100)[0] == "too long"
+    # A stale prompt_tokens over the room although the prompt fits: at least one turn still goes.
+    assert same_as_before(model, chat + [user("last")], total + 5, prompt_tokens=total + 100)[4] == 1
+    assert same_as_before(model, only, 10_000, prompt_tokens=20_000)[0] == "too long"
+    # Every droppable turn dropped and still too long; the minimal prompt fits at the edge.
+    minimal = _count_messages(model, [sys_("rule two " * 20), user("last")])
+    edge = [sys_("rule two " * 20)] + chat + [user("last")]
+    for room in (minimal - 1, minimal, minimal + 1):
+        same_as_before(model, edge, room)
+    assert same_as_before(model, [user("only")], 1)[0] == "too long"
+
+
+texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
+message = st.builds(
+    lambda role, content, name: {"role": role, "content": content, **({"name": name} if name else {})},
+    st.sampled_from(["system", "user", "assistant", "user", "assistant"]), texts,
+    st.one_of(st.none(), st.from_regex(r"[a-z]{1,8}", fullmatch=True)))
+
+
+@settings(max_examples=80, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.lists(message, min_size=1, max_size=20), model=st.sampled_from(MODELS),
+       room=st.integers(min_value=1, max_value=400), stale=st.integers(min_value=0, max_value=50))
+def test_any_conversation_is_truncated_as_before(messages, model, room, stale):
+    same_as_before(model, messages, room, prompt_tokens=max(_count_messages(model, messages), room + 1) + stale)
+
+
+# --- where counting runs: inline when small, else on a pool of its own, bounded per org -------------
+
+def test_a_hundred_kilobytes_of_tiny_messages_is_not_counted_on_the_event_loop():
+    assert counting_cost(conversation(3000)) > tokens._COUNT_INLINE_MAX_COST  # 3,000 tiny messages, ~100 KB
+    assert counting_cost([{"role": "user", "content": "x" * 15_000}]) <= tokens._COUNT_INLINE_MAX_COST
+
+
+class BlockingCounter:
+    """Stands in for the tokenizer: org A's counts block until released; records how
+    many of org A's counts run at once and on which threads."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.running = self.most_running = 0
+        self.threads: set[str] = set()
+
+    def __call__(self, model, messages):
+        if messages and messages[0]["content"].startswith("A"):
+            with self.lock:
+                self.running += 1
+                self.most_running = max(self.most_running, self.running)
+                self.threads.add(threading.current_thread().name)
+            try:
+                assert self.release.wait(30), "never released"
+            finally:
+                with self.lock:
+                    self.running -= 1
+        return 7
+
+
+def huge(org: str) -> list[dict]:
+    return [{"role": "user", "content": org + "x" * 100_000}]  # far over the inline limit
+
+
+async def test_one_orgs_huge_counts_queue_behind_each_other_and_never_block_another_orgs(monkeypatch):
+    counter = BlockingCounter()
+    monkeypatch.setattr(tokens, "_count_messages", counter)
+    # More of org A's counts at once than the default executor has threads, so that
+    # sharing it (as before) would leave org B no thread at all.
+    many = min(32, (os.cpu_count() or 1) + 4) + 2
+    a = [asyncio.create_task(count_prompt_tokens("gpt-4o", huge("A"), org="org-a")) for _ in range(many)]
+    try:
+        await asyncio.sleep(0.2)
+        assert counter.running == counting.per_org() == 1  # one at a time; the rest wait their turn
+        assert await asyncio.wait_for(count_prompt_tokens("gpt-4o", huge("B"), org="org-b"), 5) == 7
+        # Through fitting too: org B's truncation while org A's counts are still blocked.
+        fitted = await asyncio.wait_for(fit_prompt("gpt-4o", huge("B") * 2, 100, 10, org="org-b"), 5)
+        assert fitted.removed_messages == 1
+        assert not any(task.done() for task in a)
+    finally:
+        counter.release.set()
+    assert await asyncio.wait_for(asyncio.gather(*a), 30) == [7] * many
+    assert counter.most_running == 1 and all(name.startswith("token-count") for name in counter.threads)
+    assert counting.gate().busy("org-a") == 0  # nothing left behind per org
+
+
+async def test_a_cancelled_count_keeps_its_orgs_slot_until_its_thread_is_done(monkeypatch):
+    counter = BlockingCounter()
+    monkeypatch.setattr(tokens, "_count_messages", counter)
+    first = asyncio.create_task(count_prompt_tokens("gpt-4o", huge("A"), org="org-a"))
+    try:
+        await asyncio.sleep(0.1)
+        first.cancel()
+        await asyncio.sleep(0.05)
+        # The request is gone but its count still runs on a thread: a new one of the
+        # same org waits for it instead of taking a second thread.
+        second = asyncio.create_task(count_prompt_tokens("gpt-4o", huge("A"), org="org-a"))
+        await asyncio.sleep(0.1)
+        assert counter.running == 1 and counting.gate().busy("org-a") == 2
+    finally:
+        counter.release.set()
+    assert await asyncio.wait_for(second, 10) == 7
+    assert first.cancelled() and counter.most_running == 1 and counting.gate().busy("org-a") == 0
