@@ -91,7 +91,11 @@ class Stack:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=open(self.data_dir / f"gateway-{port}.log", "w"))
         self.processes.append((f"gateway:{port}", process))
-        wait_for_port(port, process, "gateway")
+        try:
+            wait_for_port(port, process, "gateway")
+        except RuntimeError:
+            process.kill()  # never leave a gateway that missed its start-up wait running
+            raise
         self.port = self.port or port
         return port
 
