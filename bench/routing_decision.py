@@ -6,7 +6,7 @@ request goes, and nothing else:
 
     policy = await apply_policies(principal, frame, messages)          # gateway.policies
     decision = await resolve_model_cached(principal, frame.model,      # gateway.routing
-                                          request_id=..., policy=policy, check_allowed=True)
+                                          request_id=..., policy=policy)
 
 that is: the org's and the platform's routing-policy rules evaluated on the request's facts
 (metadata, key, org, prompt), the key's allow-list check, name resolution through the
@@ -236,8 +236,7 @@ async def _measure(principal, deployment_ids: dict[str, int], args) -> dict:
         t0 = time.perf_counter_ns()
         policy = await apply_policies(principal, frame, messages)
         t1 = time.perf_counter_ns()
-        decision = await resolve_model_cached(principal, frame.model, request_id=request_id, policy=policy,
-                                              check_allowed=True)
+        decision = await resolve_model_cached(principal, frame.model, request_id=request_id, policy=policy)
         t2 = time.perf_counter_ns()
         return decision, (t2 - t0) / 1000, (t1 - t0) / 1000, (t2 - t1) / 1000
 

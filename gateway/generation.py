@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -83,9 +84,10 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
         while True:
             # A filtered budget at its limit may send the request to a cheaper
             # route (its fallback): resolve that one and try again.
+            # The key's allow-list holds for every name resolved here: the one sent,
+            # a rule's choice (skipped if outside it) and a budget's fallback route.
             decision = await resolve_model_cached(principal, name, request_id=request_id,
-                                                  policy=policy if not fallbacks else None,
-                                                  check_allowed=not fallbacks)
+                                                  policy=policy if not fallbacks else None)
             decision.budget_fallbacks = fallbacks
             prompt_tokens = await count_prompt_tokens(decision.target.litellm_model, messages, org=principal.org_id)
             draft.prompt_tokens, draft.prompt_tokens_source = prompt_tokens, Source.COUNTED
@@ -101,6 +103,10 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             except BudgetExhausted as exc:
                 if exc.fallback_route is None or len(fallbacks) >= MAX_BUDGET_FALLBACKS:
                     raise GatewayError(ErrorCode.BUDGET_EXHAUSTED, exc.message(), request_id=request_id) from None
+                if not principal.may_request(exc.fallback_route):
+                    # A fallback this key may not use is no way out: the budget is used up for it.
+                    raise GatewayError(ErrorCode.BUDGET_EXHAUSTED, f"{exc.message()}; its fallback route is not "
+                                       "among this API key's allowed models", request_id=request_id) from None
                 fallbacks.append({"budget": exc.ref.rule.name, "from": decision.route or decision.target.name,
                                   "to": exc.fallback_route})
                 name = exc.fallback_route
@@ -276,8 +282,10 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
     (or ends cleanly with none). Each attempt is shaped for its deployment (output
     clamp, prompt truncation) and first reserves its worst case against the
     budgets that apply to it. A failure before the first token gives the
-    reservation back, is recorded in the deployment's health and in
-    `decision.attempts`, and the next candidate is tried."""
+    reservation back and is recorded in `decision.attempts`; if it is the
+    deployment's fault it is recorded in the deployment's health and the next
+    candidate is tried, otherwise (the provider refused the request's content,
+    or it failed before being sent) the request ends with it."""
     request_id = draft.client_request_id
     params = frame.parameters
     last_error: UpstreamError | None = None
@@ -320,17 +328,34 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
             await stream.close()
             health.end_attempt(target.deployment_id, stream.attempt_id)
             await release_attempt(draft)
-            health.record_failure(target.deployment_id, retry_after_ms=exc.retry_after_ms)
             error = f"HTTP {exc.status}" if exc.status else ("timeout" if exc.code == ErrorCode.UPSTREAM_TIMEOUT
                                                              else "connection failure")
             decision.attempts.append({"deployment": target.name, "error": error, "code": int(exc.code)})
+            if not exc.deployment_fault:
+                # The provider refused this request's content (400/413/422): not the
+                # deployment's failure, and another candidate would refuse it too
+                # (or bill it at a higher price): the client is told at once.
+                health.release_probe(target.deployment_id, stream.attempt_id)
+                raise
+            health.record_failure(target.deployment_id, retry_after_ms=exc.retry_after_ms)
             last_error = exc
             continue
         except BaseException:
+            # Refused before it was sent (GatewayError 400: text that cannot be
+            # encoded; UpstreamNotSent: our bug), or cancelled: nothing about the
+            # deployment's health, and no other candidate would do better.
             await stream.close()
             health.end_attempt(target.deployment_id, stream.attempt_id)
+            health.release_probe(target.deployment_id, stream.attempt_id)
             raise
-        health.record_success(target.deployment_id, (time.monotonic() - attempt_started) * 1000)
+        ttft_ms = (time.monotonic() - attempt_started) * 1000
+        if first is None:
+            health.record_success(target.deployment_id, ttft_ms)  # ended normally without a token
+        else:
+            health.record_first_token(target.deployment_id, ttft_ms)
+            # How the rest of the stream ends counts too: a cut or a stall midway is
+            # the deployment's failure, a normal end clears its failure count.
+            stream.on_end = functools.partial(_stream_ended, target.deployment_id)
         return Opened(stream, first, target, max_tokens, prompt)
     if last_error is None and last_refusal is not None:
         raise last_refusal
@@ -340,6 +365,15 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
     if len(decision.attempts) > 1:
         last_error.message = f"{last_error.message} (after {len(decision.attempts)} attempts)"
     raise last_error
+
+
+def _stream_ended(deployment_id: int, error: UpstreamError | None) -> None:
+    """Record in the deployment's health how a stream that had produced its first
+    token ended (called by the stream itself, whoever is reading it)."""
+    if error is None:
+        health.record_success(deployment_id)
+    elif error.deployment_fault:
+        health.record_failure(deployment_id, retry_after_ms=error.retry_after_ms)
 
 
 def _bill(draft: UsageDraft, model: str, text_parts: list[str], provider_prompt: int | None = None,

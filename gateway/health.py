@@ -3,8 +3,10 @@
 Per deployment, in this process: a circuit breaker (opens after
 FAILURE_THRESHOLD failures within FAILURE_WINDOW_SECONDS, or for the upstream's
 Retry-After on a 429; after the cooldown one half-open probe is let through and
-its result closes or re-opens the breaker), an exponentially decayed average of
-time to first token, and the number of requests in flight. With Redis, breaker
+its first token closes the breaker, its failure re-opens it), an exponentially
+decayed average of time to first token, and the number of requests in flight.
+Only failures that are the deployment's fault are recorded (docs/routing.md):
+a stream that ends normally clears the count, one cut off midway adds to it. With Redis, breaker
 changes and latency samples are shared with every gateway process (below);
 in-flight counts stay per process.
 """
@@ -33,6 +35,7 @@ class DeploymentHealth:
     failures: deque = field(default_factory=deque)
     open_until: float = 0.0
     probing: bool = False
+    probe_attempt: str | None = None  # the attempt that is the half-open probe
     ttft_ms: float | None = None
     in_flight: int = 0
     # (time, tokens) of recent requests, for per-minute caps.
@@ -125,8 +128,8 @@ class HealthRegistry:
         attempt_id = uuid.uuid4().hex
         if self.sharing is not None:
             self.sharing.count_attempt(deployment_id, attempt_id, begin=True)
-        if health.open_until and self._clock() >= health.open_until:
-            health.probing = True  # half-open: this request is the probe
+        if health.open_until and self._clock() >= health.open_until and not health.probing:
+            health.probing, health.probe_attempt = True, attempt_id  # half-open: this request is the probe
         return attempt_id
 
     def end_attempt(self, deployment_id: int, attempt_id: str | None = None) -> None:
@@ -135,14 +138,38 @@ class HealthRegistry:
         if self.sharing is not None and attempt_id:
             self.sharing.count_attempt(deployment_id, attempt_id, begin=False)
 
-    def record_success(self, deployment_id: int, ttft_ms: float) -> None:
+    def record_success(self, deployment_id: int, ttft_ms: float | None = None) -> None:
+        """A stream that ended normally: the failure count starts again (and the
+        time to first token is sampled, when given)."""
         health = self._get(deployment_id)
         was_open = health.open_until != 0.0
         self.close_breaker(deployment_id)
-        self.observe_ttft(deployment_id, ttft_ms)
-        self._share({"kind": "ttft", "deployment": deployment_id, "ms": round(ttft_ms, 1)})
+        if ttft_ms is not None:
+            self._sample_ttft(deployment_id, ttft_ms)
         if was_open:
             self._share({"kind": "closed", "deployment": deployment_id})
+
+    def record_first_token(self, deployment_id: int, ttft_ms: float) -> None:
+        """A first token arrived: a latency sample, and a half-open probe has passed
+        (the breaker closes). The failure count is left to how the stream ends, so
+        streams that keep breaking off after their first token still add up."""
+        health = self._get(deployment_id)
+        self._sample_ttft(deployment_id, ttft_ms)
+        if health.open_until != 0.0:
+            self.close_breaker(deployment_id)
+            self._share({"kind": "closed", "deployment": deployment_id})
+
+    def release_probe(self, deployment_id: int, attempt_id: str | None) -> None:
+        """An attempt that says nothing about the deployment (it failed before being
+        sent, the provider refused its content, it was cancelled) ends: if it was the
+        half-open probe, the next request probes instead."""
+        health = self._by_deployment.get(deployment_id)
+        if health is not None and health.probing and attempt_id == health.probe_attempt:
+            health.probing, health.probe_attempt = False, None
+
+    def _sample_ttft(self, deployment_id: int, ttft_ms: float) -> None:
+        self.observe_ttft(deployment_id, ttft_ms)
+        self._share({"kind": "ttft", "deployment": deployment_id, "ms": round(ttft_ms, 1)})
 
     def record_failure(self, deployment_id: int, *, retry_after_ms: int | None = None) -> None:
         health = self._get(deployment_id)

@@ -59,14 +59,20 @@ async def apply_policies(principal: KeyPrincipal, frame: LlmRequestFrame,
         model=frame.model, prompt=prompt, max_tokens=frame.parameters.max_tokens,
     )
     if len(prompt) > _EVALUATE_INLINE_MAX_CHARS:
-        return await asyncio.to_thread(_evaluate, rule_sets, facts, frame.model)
-    return _evaluate(rule_sets, facts, frame.model)
+        return await asyncio.to_thread(_evaluate, rule_sets, facts, frame.model, principal.may_request)
+    return _evaluate(rule_sets, facts, frame.model, principal.may_request)
 
 
-def _evaluate(rule_sets, facts: RequestFacts, requested: str) -> PolicyOutcome:
+def _evaluate(rule_sets, facts: RequestFacts, requested: str, allowed=lambda name: True) -> PolicyOutcome:
+    """The first rule set whose rules match decides — unless what they choose is
+    outside the key's allow-list: then that rule set does not apply to this key
+    (its rules are a preference; the allow-list is a limit) and the next is tried."""
     for rule_set in rule_sets:
         action, matched = rule_set.evaluate(facts)
         if action is not None:
-            return PolicyOutcome(name=action.route or action.deployment or requested, strategy=action.strategy,
-                                 rules=tuple(matched))
+            name = action.route or action.deployment or requested
+            if name != requested and not allowed(name):
+                log.info("routing rules %s skipped: their choice is outside the key's allow-list", ", ".join(matched))
+                continue
+            return PolicyOutcome(name=name, strategy=action.strategy, rules=tuple(matched))
     return PolicyOutcome(name=requested, strategy=None, rules=())

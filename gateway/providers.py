@@ -6,6 +6,13 @@ fallback), enforces the deployment's first-token, idle and total timeouts, and
 always closes the upstream HTTP stream when the caller stops reading — on
 normal end, error, cancel or client disconnect — so nothing is generated that
 nobody reads. Upstream error text is never passed on: it can echo credentials.
+
+Every failure is also classified by whose fault it is (`UpstreamError.deployment_fault`,
+docs/routing.md "Health and fallback"): the deployment's (timeouts, 5xx, connection
+failures, a stream cut off, the provider refusing our credential or rate-limiting us)
+counts toward its circuit breaker; a provider's 400/413/422 for the request's content
+does not, and neither does anything that fails before the request leaves the gateway
+(`GatewayError` 400 for input that cannot be sent, `UpstreamNotSent` for our own bug).
 """
 from __future__ import annotations
 
@@ -15,14 +22,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import httpx  # noqa: E402
 import litellm  # noqa: E402
+import openai  # noqa: E402  (litellm's exceptions are the OpenAI client's)
 
-from gateway.protocol import ErrorCode  # noqa: E402
+from gateway.protocol import ErrorCode, GatewayError  # noqa: E402
 from gateway.routing import Target  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -34,16 +42,32 @@ litellm.drop_params = True
 
 
 class UpstreamError(Exception):
-    """A failed upstream call, already stripped of the provider's own text."""
+    """A failed upstream call, already stripped of the provider's own text.
+
+    `deployment_fault`: the failure says something about the deployment (it counts
+    toward its circuit breaker and the request may fail over to another candidate).
+    False for a provider that refused this request's content (400/413/422): the
+    same request would fail anywhere, and another tenant's traffic must not pay."""
 
     def __init__(self, code: ErrorCode, message: str, *, status: int | None = None,
-                 retryable: bool = False, retry_after_ms: int | None = None):
+                 retryable: bool = False, retry_after_ms: int | None = None, deployment_fault: bool = True):
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
         self.retryable = retryable
         self.retry_after_ms = retry_after_ms
+        self.deployment_fault = deployment_fault
+
+
+class UpstreamNotSent(Exception):
+    """The upstream call failed inside the gateway, before the request was sent: a
+    bug of ours (answered 500 internal_error), never the deployment's fault."""
+
+
+# Provider statuses that mean "this request's content is not acceptable": not the
+# deployment's fault, and no reason to expect another deployment to accept it.
+CONTENT_REFUSALS = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True)
@@ -103,9 +127,16 @@ class UpstreamStream:
         self._deltas = None
         self.attempt_id: str | None = None  # the routing health registry's id for this attempt
         self._deadline = 0.0
+        # Told how the provider's stream ended, once: None when it ended normally, the
+        # UpstreamError when it failed. Not called when the reader stops first
+        # (cancel, max_tokens reached) or when the call failed before it was sent.
+        self.on_end: Callable[[UpstreamError | None], None] | None = None
 
     async def __aenter__(self) -> "UpstreamStream":
         target = self.call.target
+        problem = _unsendable_text(self.call)
+        if problem:
+            raise GatewayError(ErrorCode.BAD_REQUEST, problem)
         self._deadline = time.monotonic() + target.total_timeout_s
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
@@ -114,8 +145,22 @@ class UpstreamStream:
             async with asyncio.timeout(self._budget(target.first_token_timeout_s)):
                 self._response = await litellm.acompletion(**self.call.litellm_kwargs())
         except BaseException as exc:
-            raise _translate(exc, target) from None
+            raise _translate(exc, target, opening=True) from None
+        if self._response is None:
+            # litellm (drop_params) answers a provider's 422 by resending the request
+            # without the parameters the provider named, and returns nothing when that
+            # is refused too: the provider's refusal of this request's content.
+            raise UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {target.name!r} rejected the request as "
+                                "invalid (HTTP 422)", status=422, retryable=False, deployment_fault=False)
         return self
+
+    def _ended(self, error: "UpstreamError | None") -> None:
+        hook, self.on_end = self.on_end, None
+        if hook is not None:
+            try:
+                hook(error)
+            except Exception:  # bookkeeping must never break the stream's reader
+                log.exception("recording how upstream %s ended failed", self.call.target.name)
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
@@ -152,9 +197,13 @@ class UpstreamStream:
                     # litellm estimates usage when the provider sent none; the
                     # gateway counts for itself instead and says so.
                     self.result.prompt_tokens = self.result.completion_tokens = None
+                self._ended(None)
                 return
             except BaseException as exc:
-                raise _translate(exc, target) from None
+                error = _translate(exc, target, opening=False)
+                if isinstance(error, UpstreamError):
+                    self._ended(error)
+                raise error from None
             self.result.chunks += 1
             if not self.result.response_id and getattr(chunk, "id", None):
                 self.result.response_id = str(chunk.id)
@@ -192,30 +241,116 @@ def _retry_after_ms(exc: BaseException) -> int | None:
         return None
 
 
-def _translate(exc: BaseException, target: Target) -> BaseException:
-    """Map any failure of the upstream call to an UpstreamError with our own words."""
+def _unsendable_text(call: UpstreamCall) -> str | None:
+    """Why the client's text cannot be encoded for the provider (UTF-8 JSON), or None.
+
+    Checked before the call, so input that can never be sent is the client's 400 —
+    not a failure of the deployment, and not the "HTTP 500" litellm would call it."""
+    texts = [("the prompt", m.get(key)) for m in call.messages for key in ("content", "name")]
+    stop = call.stop if isinstance(call.stop, list) else [call.stop]
+    texts += [("a stop string", s) for s in stop]
+    for where, text in texts:
+        if not isinstance(text, str):
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"{where} contains an unpaired surrogate (U+{ord(text[exc.start]):04X}), which is not "
+                    "valid Unicode text and cannot be sent to the model")
+    return None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps (litellm wraps the openai client's error,
+    which wraps httpx's, which wraps the socket's), outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 16 and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or (exc.__context__ if not exc.__suppress_context__ else None)
+    return chain
+
+
+# Raised by the transport when the provider could not be reached or broke off.
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (OSError, httpx.TransportError, openai.APIConnectionError)
+try:
+    import aiohttp  # litellm's default async transport
+
+    _TRANSPORT_ERRORS += (aiohttp.ClientError,)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def _from_the_network(e: BaseException) -> bool:
+    """Raised by the network or the HTTP client — evidence that the call went out.
+    litellm's own exception classes are labels it puts on anything (it calls an
+    encoding error 'HTTP 500'), so they prove nothing by themselves."""
+    if type(e).__module__.startswith("litellm"):
+        return False
+    return isinstance(e, _TRANSPORT_ERRORS + (httpx.HTTPStatusError, openai.APIStatusError))
+
+
+# Raised by Python code (litellm's or ours) building the request, not by anything
+# the provider sent. Client text that cannot be encoded is refused before the call
+# (`_unsendable_text`), so an encoding error here is ours (a deployment's header,
+# say). ValueError in general is not here: parsing a provider's malformed answer
+# raises it.
+_LOCAL_BUGS = (UnicodeEncodeError, TypeError, AttributeError, LookupError, NameError, ImportError,
+               NotImplementedError, AssertionError, RecursionError)
+
+
+def _translate(exc: BaseException, target: Target, *, opening: bool) -> BaseException:
+    """Map any failure of the upstream call to our own error, classified by fault.
+
+    `opening`: the failure came from starting the call (nothing was read from the
+    provider's stream yet), so it may have happened before anything was sent."""
     if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)):
         return exc
     name = target.name
-    if isinstance(exc, (asyncio.TimeoutError, litellm.Timeout)):
+    chain = _causes(exc)
+    kinds = ", ".join(type(e).__name__ for e in chain)
+    if any(isinstance(e, (asyncio.TimeoutError, litellm.Timeout, httpx.TimeoutException)) for e in chain):
         return UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, f"upstream {name!r} timed out", retryable=True)
-    status = getattr(exc, "status_code", None)
-    status = status if isinstance(status, int) else None
-    if isinstance(exc, litellm.RateLimitError):
+    if opening and isinstance(chain[-1], _LOCAL_BUGS) and not any(_from_the_network(e) for e in chain):
+        log.error("the call to upstream %s failed before it was sent (%s)", name, kinds)
+        return UpstreamNotSent(f"the call to upstream {name!r} failed before it was sent ({kinds})")
+    status = _provider_status(chain)
+    if status == 429 or isinstance(exc, litellm.RateLimitError):
         return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} is rate limiting (HTTP 429)",
                              status=429, retryable=True, retry_after_ms=_retry_after_ms(exc))
-    if isinstance(exc, litellm.APIConnectionError) and status in (None, 500):
-        log.warning("upstream %s connection failed: %s", name, type(exc).__name__)
+    if status is None and any(isinstance(e, _TRANSPORT_ERRORS) for e in chain):
+        log.warning("upstream %s connection failed: %s", name, kinds)
         return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} could not be reached or broke off",
                              status=None, retryable=True)
-    if status is not None and status >= 500:
+    if status is None:
+        log.warning("upstream %s failed: %s", name, kinds)
+        return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} failed", retryable=True)
+    if status >= 500:
         return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} failed (HTTP {status})",
                              status=status, retryable=True)
-    if status is not None:
-        return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} rejected the request (HTTP {status})",
-                             status=status, retryable=False)
-    log.warning("upstream %s failed: %s", name, type(exc).__name__)
-    return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} failed", retryable=True)
+    if status in CONTENT_REFUSALS:
+        return UpstreamError(ErrorCode.UPSTREAM_ERROR,
+                             f"upstream {name!r} rejected the request as invalid (HTTP {status})",
+                             status=status, retryable=False, deployment_fault=False)
+    # 401/403 (our credential), 404 (the model is not there), 408, 409...: the
+    # deployment's configuration or state, not the request.
+    return UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {name!r} refused the call (HTTP {status})",
+                         status=status, retryable=False)
+
+
+def _provider_status(chain: list[BaseException]) -> int | None:
+    """The HTTP status the provider answered with, or None if it sent none.
+
+    litellm labels failures that never got an answer (connection refused, an
+    encoding error) with a made-up 500; the status is the provider's only when the
+    HTTP client saw a response, or when litellm reports one with no lower-level
+    network error beneath it (providers it calls without httpx)."""
+    for e in chain:
+        if isinstance(e, httpx.HTTPStatusError):
+            return e.response.status_code
+    if any(isinstance(e, _TRANSPORT_ERRORS) for e in chain[1:]) or not isinstance(chain[0], openai.APIError):
+        return None
+    status = getattr(chain[0], "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 def warm_up() -> None:

@@ -3,7 +3,10 @@
 Name resolution (docs/architecture.md): org route > org deployment > platform
 route > platform deployment. A route orders its candidates by its strategy
 (`gateway.strategies`); the generation tries them in that order until one
-produces a first token. The key's allow-list applies to the name the client sent.
+produces a first token. The key's allow-list applies to the name the client sent
+and to every name resolved for it (a rule's choice, a budget's fallback route): a
+key allowed a route may be served by that route's candidates, and by nothing a
+name outside its list would resolve to.
 """
 from __future__ import annotations
 
@@ -230,12 +233,18 @@ _resolution_cache = FreshCache()  # (org id, name) -> _Found
 
 
 async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id: str,
-                               policy: "PolicyOutcome | None" = None, check_allowed: bool = True) -> RouteDecision:
+                               policy: "PolicyOutcome | None" = None) -> RouteDecision:
     """Resolve the name the client sent (after its allow-list check), or what a
     routing policy chose instead, with the policy's strategy if it set one.
-    `check_allowed=False` for a name the org chose (a budget's fallback route)."""
-    if check_allowed:
-        _check_allowed(principal, name, request_id)
+
+    The allow-list holds for what is finally resolved: a policy choosing a route or
+    deployment the key may not use is ignored (the name sent is served, which the
+    key may use); a key allowed a route may be served by any of its candidates."""
+    _check_allowed(principal, name, request_id)
+    if policy is not None and policy.name != name and not principal.may_request(policy.name):
+        log.info("routing rules %s skipped for key %s: their choice is outside its allow-list",
+                 ", ".join(policy.rules), principal.key_prefix)
+        policy = None
     if policy is not None and policy.name != name:
         name = policy.name
     org_id = principal.org_id

@@ -26,8 +26,10 @@ HEADER_NAME = "X-Mock-Directives"
 # ``[[mock]]`` or ``[[mock <body>]]``; the body cannot contain brackets.
 DIRECTIVE_RE = re.compile(r"\[\[mock(?:\s+([^\[\]]*?))?\s*\]\]")
 
-FAULTS = ("500", "503", "429", "cut", "hang", "stall")
-ERROR_FAULTS = frozenset({"500", "503", "429"})
+FAULTS = ("500", "503", "429", "400", "413", "422", "cut", "hang", "stall")
+ERROR_FAULTS = frozenset({"500", "503", "429", "400", "413", "422"})
+# Refusals of the request's content (as a provider gives for a malformed or too large request).
+CONTENT_FAULTS = frozenset({"400", "413", "422"})
 USAGE_VALUES = ("omit", "include")
 
 FLAGS: dict[str, tuple[str, str]] = {

@@ -219,6 +219,13 @@ def _fault_response(d: directives_mod.Directives) -> web.Response:
             "rate_limit_exceeded",
             headers={"Retry-After": str(d.retry_after)},
         )
+    if fault in directives_mod.CONTENT_FAULTS:
+        return error_response(
+            int(fault),
+            f"The mock upstream refused this request's content (fault={fault}); key {LEAKED_SECRET}.",
+            "invalid_request_error",
+            "invalid_request",
+        )
     if fault == "503":
         return error_response(
             503,

@@ -188,7 +188,7 @@ async def test_non_stream_completion(mock):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("code", [500, 503, 429])
+@pytest.mark.parametrize("code", [500, 503, 429, 400, 413, 422])
 async def test_error_faults(mock, code):
     tag = f"fault{code}"
     status, headers, text = await post(mock, body(f"[[mock fault={code} tag={tag}]]"))
