@@ -117,8 +117,8 @@ async def test_a_hammered_prefix_refuses_wrong_secrets_but_never_the_right_one(t
 async def test_forwarded_addresses_count_only_behind_a_trusted_proxy(tight, issued_key, settings):
     settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
     # Through the trusted proxy, each client is counted on its own forwarded address.
-    for n in range(LIMIT):
-        answer, _ = await attempt("garbage", "10.0.0.2", forwarded=f"1.2.3.4, 198.51.100.20")
+    for _attempt in range(LIMIT):
+        answer, _ = await attempt("garbage", "10.0.0.2", forwarded="1.2.3.4, 198.51.100.20")
         assert answer["code"] == 401
     answer, code = await attempt("garbage", "10.0.0.3", forwarded="198.51.100.20")
     assert (answer["code"], code) == (429, 4429)
