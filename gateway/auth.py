@@ -11,17 +11,35 @@ import time
 
 from channels.db import database_sync_to_async
 
+from gateway import auth_throttle
+from gateway.auth_throttle import AuthThrottled
 from gateway.freshness import _freshness
-
+from openclaw_site import client_address
 from tenants.access import AuthenticationFailed, KeyPrincipal, api_key_access_problem, authenticate_api_key
+from tenants.keys import parse_key
 
 SCOPE_PRINCIPAL = "gateway_principal"
 SCOPE_AUTH_FAILURE = "gateway_auth_failure"
+SCOPE_AUTH_THROTTLED = "gateway_auth_throttled"
 
 
-@database_sync_to_async
-def authenticate(raw_token: object, *, source: str) -> KeyPrincipal:
-    return authenticate_api_key(raw_token, source=source)
+async def authenticate(raw_token: object, *, source: str, scope) -> KeyPrincipal:
+    """The principal of a raw key; AuthenticationFailed (401) or AuthThrottled (429).
+
+    Repeated failures from the connection's address or on the key's lookup are
+    refused before any database work (gateway/auth_throttle.py).
+    """
+    address = client_address.from_scope(scope)
+    subject = client_address.throttle_subject(address)
+    parsed = parse_key(raw_token)
+    lookup = parsed.lookup if parsed else None
+    await auth_throttle.check(subject=subject, lookup=lookup, digest=parsed.digest if parsed else None,
+                              source=source, address=address)
+    try:
+        return await database_sync_to_async(authenticate_api_key)(raw_token, source=source, address=address)
+    except AuthenticationFailed:
+        await auth_throttle.failed(subject=subject, lookup=lookup)
+        raise
 
 
 # A key revoked (or an org suspended) by any means, even a raw UPDATE from a
@@ -67,7 +85,9 @@ class BearerKeyMiddleware:
         token = _bearer_token(scope)
         if token is not None:
             try:
-                scope[SCOPE_PRINCIPAL] = await authenticate(token, source="websocket-header")
+                scope[SCOPE_PRINCIPAL] = await authenticate(token, source="websocket-header", scope=scope)
             except AuthenticationFailed as exc:
                 scope[SCOPE_AUTH_FAILURE] = exc.reason
+            except AuthThrottled as exc:
+                scope[SCOPE_AUTH_THROTTLED] = exc
         return await self.app(scope, receive, send)

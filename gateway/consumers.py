@@ -15,7 +15,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from gateway import lifecycle, protocol
-from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_PRINCIPAL, authenticate, recheck_principal
+from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_AUTH_THROTTLED, SCOPE_PRINCIPAL, authenticate, recheck_principal
+from gateway.auth_throttle import AuthThrottled
 from gateway.control import key_group, org_group
 from gateway.generation import RequestState, record_refusal, serve_request
 from gateway.health import start_sharing as start_health_sharing
@@ -60,6 +61,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.send_frame(protocol.error_frame(
                 ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect", retryable=True))
             await self.close_with(CloseCode.GOING_AWAY)
+        elif self.scope.get(SCOPE_AUTH_THROTTLED):
+            await self.reject_throttled(self.scope[SCOPE_AUTH_THROTTLED])
         elif self.scope.get(SCOPE_AUTH_FAILURE):
             await self.reject_auth(self.scope[SCOPE_AUTH_FAILURE])
         elif self.scope.get(SCOPE_PRINCIPAL):
@@ -169,9 +172,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if self.principal is not None:
             raise GatewayError(ErrorCode.BAD_REQUEST, "this connection is already authenticated")
         try:
-            principal = await authenticate(frame.token, source="websocket")
+            principal = await authenticate(frame.token, source="websocket", scope=self.scope)
         except AuthenticationFailed as exc:
             await self.reject_auth(exc.reason)
+            return
+        except AuthThrottled as exc:
+            await self.reject_throttled(exc)
             return
         await self.authenticated(principal)
 
@@ -274,6 +280,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def reject_auth(self, reason: str) -> None:
         await self.send_frame(protocol.error_frame(ErrorCode.UNAUTHORIZED, f"authentication failed: {reason}"))
         await self.close_with(CloseCode.AUTH_FAILED)
+
+    async def reject_throttled(self, throttled: AuthThrottled) -> None:
+        """Too many failed authentications from this address or with this key (gateway/auth_throttle.py)."""
+        await self.send_frame(protocol.error_frame(ErrorCode.RATE_LIMITED, throttled.message, retryable=True,
+                                                   retry_after_ms=throttled.retry_after_ms))
+        await self.close_with(CloseCode.TOO_MANY_CONNECTIONS)  # 4429: too many attempts
 
     async def expire_unauthenticated(self) -> None:
         await asyncio.sleep(self.limits["AUTH_TIMEOUT_SECONDS"])

@@ -59,3 +59,16 @@ async def drain(seconds: float | None = None) -> None:
         await asyncio.sleep(0.05)
     if not await usage_recorder.flush(timeout=15):
         log.error("shutdown: some usage records could not be written")
+    await write_auth_failure_summaries()
+
+
+async def write_auth_failure_summaries() -> None:
+    """Failed-login bursts still open are summarised now rather than lost (tenants/auth_audit.py)."""
+    from billing.ledger import run_in_db_thread
+    from tenants.auth_audit import failure_audit
+
+    if failure_audit.pending():
+        try:
+            await asyncio.wait_for(run_in_db_thread(failure_audit.write_all), timeout=5)
+        except Exception:
+            log.error("shutdown: failed-login summaries could not be written", exc_info=True)

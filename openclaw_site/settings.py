@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -214,6 +215,49 @@ GATEWAY = {
     "BUDGET_LEASE_SECONDS": env_int("OPENCLAW_BUDGET_LEASE_SECONDS", 30, minimum=2),
     "BUDGET_LEASE_EXTEND_SECONDS": env_int("OPENCLAW_BUDGET_LEASE_EXTEND_SECONDS", 1, minimum=1),
 }
+
+# --- Failed logins: API-key throttling, admin lockout, client addresses ------------------
+# (docs/operations.md "Failed authentication and admin logins"; gateway/auth_throttle.py,
+# tenants/auth_audit.py, tenants/login_audit.py, openclaw_site/client_address.py)
+GATEWAY.update({
+    # Past this many failed authentications within the window (which starts at the first
+    # failure), further attempts are refused 429 / close 4429 until the window ends: from
+    # one client address, or with one key lookup (wrong secrets only).
+    "AUTH_FAILURE_WINDOW_SECONDS": env_int("OPENCLAW_AUTH_FAILURE_WINDOW_SECONDS", 60, minimum=1),
+    "AUTH_FAILURES_PER_ADDRESS": env_int("OPENCLAW_AUTH_FAILURES_PER_ADDRESS", 30, minimum=1),
+    "AUTH_FAILURES_PER_KEY": env_int("OPENCLAW_AUTH_FAILURES_PER_KEY", 10, minimum=1),
+    # A burst of failed logins is audited as its first event, then one summary per window.
+    "AUTH_AUDIT_SUMMARY_SECONDS": env_int("OPENCLAW_AUTH_AUDIT_SUMMARY_SECONDS", 60, minimum=1),
+})
+# Proxies (CIDRs) whose X-Forwarded-For is believed; empty: the TCP peer is the client.
+TRUSTED_PROXIES = env_list("OPENCLAW_TRUSTED_PROXIES")
+for _network in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"OPENCLAW_TRUSTED_PROXIES must be comma-separated CIDRs, got {_network!r}") from None
+
+# Admin login: django-axes locks a username at one address out after repeated failures.
+INSTALLED_APPS += ["axes"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # last, as axes requires: turns a lockout into its response
+AXES_FAILURE_LIMIT = env_int("OPENCLAW_ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("OPENCLAW_ADMIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lockout do not push its end further out: the cool-off ends on time.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "openclaw_site.client_address.from_request"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_COOLOFF_MESSAGE = (f"Too many failed logins for this username from this address: locked out for "
+                        f"{int(AXES_COOLOFF_TIME.total_seconds()) // 60} minutes. Try again later, or ask an operator "
+                        f"to unlock it (manage.py axes_reset_username).")
+AXES_ENABLE_ACCESS_FAILURE_LOG = False
+AXES_DISABLE_ACCESS_LOG = True  # logins are audited in the platform audit chain instead
 
 # --- Email and webhooks (budget notifications, docs/token-control.md) ---------------
 # Development prints mail on the worker's console; production sends it over SMTP.

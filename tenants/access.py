@@ -8,13 +8,12 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
-from tenants.audit import record_event
+from tenants.auth_audit import Failure, record_failure
 from tenants.keys import digests_match, display_prefix, parse_key
-from tenants.models import ApiKey, AuditEvent, Membership, Organization
+from tenants.models import ApiKey, Membership, Organization
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +56,26 @@ class AuthenticationFailed(Exception):
         self.reason = reason
 
 
-def authenticate_api_key(raw: object, *, source: str = "websocket") -> KeyPrincipal:
+def authenticate_api_key(raw: object, *, source: str = "websocket", address: str | None = None) -> KeyPrincipal:
     """Return the principal for a raw key or raise AuthenticationFailed.
 
-    Every failure writes an audit event (without the key's secret part).
+    Every failure is audited (without the key's secret part), a burst of them as
+    a summary (tenants/auth_audit.py). `address` is the client's, for the audit.
     """
     parsed = parse_key(raw)
     if parsed is None:
-        _record_failure(None, "malformed key", None, source)
+        _record_failure(None, "malformed key", None, source, address)
         raise AuthenticationFailed("malformed key")
     api_key = ApiKey.objects.select_related("org").filter(lookup=parsed.lookup).first()
     if api_key is None or not digests_match(api_key.digest, parsed.digest):
-        _record_failure(api_key.org if api_key else None, "unknown key", display_prefix(parsed.lookup), source)
+        _record_failure(api_key.org if api_key else None, "unknown key", display_prefix(parsed.lookup), source,
+                        address)
         raise AuthenticationFailed("unknown key")
     now = timezone.now()
     reason = _access_problem(revoked_at=api_key.revoked_at, expires_at=api_key.expires_at,
                              org_status=api_key.org.status, now=now)
     if reason:
-        _record_failure(api_key.org, reason, api_key.display, source)
+        _record_failure(api_key.org, reason, api_key.display, source, address)
         raise AuthenticationFailed(reason)
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
@@ -120,14 +121,11 @@ def api_key_access_problem(key_id: int) -> str:
                            org_status=row["org__status"], now=timezone.now())
 
 
-def _record_failure(org: Organization | None, reason: str, key_display: str | None, source: str) -> None:
+def _record_failure(org: Organization | None, reason: str, key_display: str | None, source: str,
+                    address: str | None) -> None:
     log.info("authentication failed: %s (%s)", reason, key_display or "no key id")
-    with transaction.atomic():
-        record_event(
-            org=org, actor_type=AuditEvent.ActorType.ANONYMOUS, actor=key_display or "",
-            action="auth.failed", target_type="api_key", target_id="",
-            data={"reason": reason, "source": source},
-        )
+    record_failure(Failure(org=org, actor=key_display or "", action="auth.failed", reason=reason, source=source,
+                           address=address, name=key_display or ""))
 
 
 def org_for_member(user, org_slug: str) -> tuple[Organization, str]:

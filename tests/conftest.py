@@ -45,14 +45,18 @@ def _close_usage_writer_connection():
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Tests reuse names and (after a flush) row ids: start each with empty caches."""
-    from gateway import auth, budgeting, policies, routing
+    from gateway import auth, auth_throttle, budgeting, policies, routing
     from gateway.health import health
+    from tenants.auth_audit import failure_audit
 
     policies._cache.clear()
     budgeting._budget_cache.clear()
     routing._resolution_cache.clear()
     auth._recheck_cache.clear()
     health.clear()
+    failure_audit.clear()  # failed-login bursts and throttle counters: each test starts with none
+    auth_throttle._known.clear()
+    auth_throttle.forget_failures()
     yield
 
 

@@ -52,6 +52,9 @@ class Stack:
         self.env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         self.env["OPENCLAW_DATA_DIR"] = str(data_dir)
         self.env["PYTHONUNBUFFERED"] = "1"
+        # Every test connects from 127.0.0.1: one test's failed authentications must not
+        # throttle the next test's (tests/e2e/test_auth_flood_e2e.py starts its own gateway).
+        self.env.setdefault("OPENCLAW_AUTH_FAILURES_PER_ADDRESS", "100000")
         # Its own Celery queue: stacks (and the test process) may share one Redis broker.
         self.env["OPENCLAW_CELERY_QUEUE"] = f"openclaw-{name}-{os.getpid()}"
         base_url = os.environ.get("DATABASE_URL", "")
