@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 from asgiref.sync import sync_to_async
 
+from billing.models import UsageRecord
 from gateway.health import COOLDOWN_SECONDS, FAILURE_THRESHOLD, HealthRegistry, health
 from gateway.protocol import ErrorCode, GatewayError
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamNotSent, UpstreamStream, _translate
@@ -84,13 +85,14 @@ async def test_a_prompt_that_cannot_be_encoded_is_a_400_and_never_reaches_or_cou
         [error] = await ask(comm, f"sur-{i}", "general", "hello \ud800 [[mock tag=surrogate]]")
         assert (error["code"], error["error"], error["retryable"]) == (400, "bad_request", False), error
         assert "upstream" not in error["message"]
+        assert error["message"].startswith("prompt: must not contain a lone surrogate")  # refused while parsing
     start = (await ask(comm, "fine", "general", "hello [[mock tokens=2]]"))[0]
     assert start["route"]["deployment"] == "shared-cheap" and start["route"]["attempts"] == []
     await comm.disconnect()
     assert mockllm.events("surrogate") == []
     assert health.is_available(cheap.pk)
-    record = await usage_of("sur-0")
-    assert record.status == "rejected" and record.error_code == 400 and record.cost_usd == 0
+    # Refused while parsing: it never became a request, so it leaves no usage record.
+    assert not await UsageRecord.objects.filter(client_request_id__startswith="sur-").aexists()
 
 
 @consumer
