@@ -120,6 +120,19 @@ def _actual(draft: UsageDraft) -> tuple[int, int]:
     return usd_to_nanos(draft.cost_usd), draft.prompt_tokens + draft.completion_tokens
 
 
+def _set_aside_spend(draft: UsageDraft) -> tuple[int, int]:
+    """What a usage record set aside unwritten (billing.recorder) counts against its
+    budgets: its own cost, or the reserved worst case when that cost is itself the
+    value that could not be stored (never less than nothing)."""
+    try:
+        nanos, tokens = _actual(draft)
+    except (ValueError, TypeError, ArithmeticError):
+        return draft.lease.nanos, draft.lease.tokens
+    if nanos < 0 or tokens < 0:
+        return draft.lease.nanos, draft.lease.tokens
+    return nanos, tokens
+
+
 def _first_refusal(lease: Lease, states: list[CounterState]) -> BudgetExhausted | None:
     """The budget that cannot take the lease. Filtered budgets with a fallback are
     reported first: re-routing beats refusing."""
@@ -226,6 +239,16 @@ class DatabaseLedger:
 
     async def settle_written(self, drafts: list[UsageDraft]) -> None:
         pass  # settled in write_and_settle's transaction
+
+    async def settle_set_aside(self, drafts: list[UsageDraft]) -> None:
+        """Settle the leases of records the database refused (set aside unwritten) as spend."""
+        amounts = {draft.request_id: _set_aside_spend(draft) for draft in drafts if draft.lease is not None}
+        if amounts:
+            await run_in_db_thread(self._settle_many, amounts)
+
+    def _settle_many(self, amounts: dict[uuid.UUID, tuple[int, int]]) -> int:
+        with transaction.atomic():
+            return self._settle_locked(amounts)
 
     async def extend(self, leases: list[Lease]) -> None:
         await run_in_db_thread(self._extend, leases)
@@ -478,6 +501,14 @@ class RedisLedger:
                 await self._settle(keys=[self._leases, self._lease_key(draft.request_id)],
                                    args=[str(draft.request_id), nanos, tokens], client=pipe)
             await pipe.execute()
+
+    async def settle_set_aside(self, drafts: list[UsageDraft]) -> None:
+        """Settle the leases of records the database refused (set aside unwritten) as spend."""
+        for draft in drafts:
+            if draft.lease is not None:
+                nanos, tokens = _set_aside_spend(draft)
+                await self._settle(keys=[self._leases, self._lease_key(draft.request_id)],
+                                   args=[str(draft.request_id), nanos, tokens])
 
     async def extend(self, leases: list[Lease]) -> None:
         args: list[Any] = [int((time.time() + lease_seconds()) * 1000), f"{self.prefix}:l:"]
