@@ -8,6 +8,7 @@ from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from billing.budgets import BudgetExhausted, BudgetRule, counter_refs, plan_lease
@@ -130,8 +131,11 @@ async def test_a_lost_request_whose_record_cannot_be_written_is_set_aside_and_st
     budget = await Budget.objects.acreate(org=org, name="m", window="month", limit_usd=Decimal("1"))
     rule = await asyncio.to_thread(rule_of, budget)
     now = timezone.now()
+    # Text the record's column cannot take but the lease's payload can (PostgreSQL's jsonb
+    # refuses a lone surrogate too; SQLite does not enforce a column's length).
+    unwritable = "m" * 201 if connection.vendor == "postgresql" else "bob\ud800"
     leases = []
-    for end_user in ("bob\ud800", "alice"):  # a lone surrogate: no database here can store it
+    for end_user in (unwritable, "alice"):
         usage = {"client_request_id": "lost", "api_key_id": issued_key.api_key.pk, "requested_model": "m",
                  "end_user": end_user, "started_at": now.isoformat(), "deployment_id": None,
                  "deployment_name": "", "provider": "mock", "via_route_id": None, "route": {},
@@ -143,7 +147,7 @@ async def test_a_lost_request_whose_record_cannot_be_written_is_set_aside_and_st
     assert await books.reap() == 0
     assert [r.end_user async for r in UsageRecord.objects.all()] == ["alice"]
     [entry] = [json.loads(line) for line in deadletter.path().read_text().splitlines()]
-    assert (entry["request_id"], entry["record"]["end_user"]) == (str(leases[0].request_id), "bob\ud800")
+    assert (entry["request_id"], entry["record"]["end_user"]) == (str(leases[0].request_id), unwritable)
     [state] = await books.snapshot(counter_refs([rule], end_user="", at=now))
     assert (state.spent_nanos, state.reserved_nanos) == (2 * 25_000, 0)  # both billed from their checkpoint
 
