@@ -38,6 +38,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from billing import deadletter
 from billing.budgets import BudgetExhausted, CounterRef, CounterState, Lease
 from billing.models import Budget, BudgetCounter, BudgetLease, UsageRecord
 from billing.money import Prices, request_cost, usd_to_nanos
@@ -116,8 +117,44 @@ def lost_request_draft(request_id: uuid.UUID, org_id: int, usage: dict[str, Any]
     return draft
 
 
+def write_lost_records(drafts: list[UsageDraft]) -> dict[uuid.UUID, tuple[int, int]]:
+    """Write lost requests' usage records (each in a savepoint when one fails). A
+    record the database refuses for good (text it cannot store, from the lease's
+    checkpoint) is set aside in the dead-letter file (billing.deadletter) rather
+    than failing every reaping after it: returns what each such request spent, by
+    its checkpoint, so its lease is still settled."""
+    try:
+        with transaction.atomic():
+            usage_records_write(drafts)
+        return {}
+    except deadletter.PERMANENT_ERRORS as exc:
+        if len(drafts) == 1:
+            error = deadletter.describe(exc)
+        else:
+            return {request_id: spent for draft in drafts
+                    for request_id, spent in write_lost_records([draft]).items()}
+    [draft] = drafts
+    deadletter.set_aside(drafts, reason="permanent_error", error=error)
+    log.error("usage record %s of a lost gateway process cannot be written: %s; set aside in %s "
+              "(manage.py replay_usage)", draft.request_id, error, deadletter.path())
+    return {draft.request_id: _actual(draft)}
+
+
 def _actual(draft: UsageDraft) -> tuple[int, int]:
     return usd_to_nanos(draft.cost_usd), draft.prompt_tokens + draft.completion_tokens
+
+
+def _set_aside_spend(draft: UsageDraft) -> tuple[int, int]:
+    """What a usage record set aside unwritten (billing.recorder) counts against its
+    budgets: its own cost, or the reserved worst case when that cost is itself the
+    value that could not be stored (never less than nothing)."""
+    try:
+        nanos, tokens = _actual(draft)
+    except (ValueError, TypeError, ArithmeticError):
+        return draft.lease.nanos, draft.lease.tokens
+    if nanos < 0 or tokens < 0:
+        return draft.lease.nanos, draft.lease.tokens
+    return nanos, tokens
 
 
 def _first_refusal(lease: Lease, states: list[CounterState]) -> BudgetExhausted | None:
@@ -227,6 +264,16 @@ class DatabaseLedger:
     async def settle_written(self, drafts: list[UsageDraft]) -> None:
         pass  # settled in write_and_settle's transaction
 
+    async def settle_set_aside(self, drafts: list[UsageDraft]) -> None:
+        """Settle the leases of records the database refused (set aside unwritten) as spend."""
+        amounts = {draft.request_id: _set_aside_spend(draft) for draft in drafts if draft.lease is not None}
+        if amounts:
+            await run_in_db_thread(self._settle_many, amounts)
+
+    def _settle_many(self, amounts: dict[uuid.UUID, tuple[int, int]]) -> int:
+        with transaction.atomic():
+            return self._settle_locked(amounts)
+
     async def extend(self, leases: list[Lease]) -> None:
         await run_in_db_thread(self._extend, leases)
 
@@ -248,12 +295,12 @@ class DatabaseLedger:
                            .filter(expires_at__lt=timezone.now()).order_by("pk")[:100])
             if not expired:
                 return 0
-            usage_records_write([lost_request_draft(lease.request_id, lease.org_id, lease.payload["usage"],
-                                                    lease.completion_tokens) for lease in expired])
+            set_aside = write_lost_records([lost_request_draft(lease.request_id, lease.org_id, lease.payload["usage"],
+                                                               lease.completion_tokens) for lease in expired])
             # The lost process's own record stands if it had written one.
             records = UsageRecord.objects.filter(pk__in=[lease.pk for lease in expired])
             return self._settle_locked({r.pk: (usd_to_nanos(r.cost_usd), r.prompt_tokens + r.completion_tokens)
-                                        for r in records})
+                                        for r in records} | set_aside)
 
     async def snapshot(self, refs: list[CounterRef]) -> list[CounterState]:
         return await run_in_db_thread(self._snapshot, refs)
@@ -479,6 +526,14 @@ class RedisLedger:
                                    args=[str(draft.request_id), nanos, tokens], client=pipe)
             await pipe.execute()
 
+    async def settle_set_aside(self, drafts: list[UsageDraft]) -> None:
+        """Settle the leases of records the database refused (set aside unwritten) as spend."""
+        for draft in drafts:
+            if draft.lease is not None:
+                nanos, tokens = _set_aside_spend(draft)
+                await self._settle(keys=[self._leases, self._lease_key(draft.request_id)],
+                                   args=[str(draft.request_id), nanos, tokens])
+
     async def extend(self, leases: list[Lease]) -> None:
         args: list[Any] = [int((time.time() + lease_seconds()) * 1000), f"{self.prefix}:l:"]
         for lease in leases:
@@ -504,17 +559,19 @@ class RedisLedger:
             request_id = uuid.UUID(claimed[i].decode() if isinstance(claimed[i], bytes) else claimed[i])
             payload = json.loads(claimed[i + 1])
             draft = lost_request_draft(request_id, payload["org"], payload["usage"], int(claimed[i + 2]))
-            record = await run_in_db_thread(self._write_lost, draft)
-            await self._settle(keys=[self._leases, self._lease_key(request_id)],
-                               args=[str(request_id), usd_to_nanos(record.cost_usd),
-                                     record.prompt_tokens + record.completion_tokens])
+            nanos, tokens = await run_in_db_thread(self._write_lost, draft)
+            await self._settle(keys=[self._leases, self._lease_key(request_id)], args=[str(request_id), nanos, tokens])
             reaped += 1
         return reaped
 
     @staticmethod
-    def _write_lost(draft: UsageDraft) -> UsageRecord:
-        usage_records_write([draft])
-        return UsageRecord.objects.get(pk=draft.request_id)  # the process's own, if it wrote one
+    def _write_lost(draft: UsageDraft) -> tuple[int, int]:
+        """(nano-dollars, tokens) the lost request spent."""
+        set_aside = write_lost_records([draft])
+        if set_aside:
+            return set_aside[draft.request_id]
+        record = UsageRecord.objects.get(pk=draft.request_id)  # the process's own, if it wrote one
+        return usd_to_nanos(record.cost_usd), record.prompt_tokens + record.completion_tokens
 
     async def snapshot(self, refs: list[CounterRef]) -> list[CounterState]:
         states = []

@@ -57,8 +57,8 @@ async def drain(seconds: float | None = None) -> None:
         if not _consumers:
             break
         await asyncio.sleep(0.05)
-    if not await usage_recorder.flush(timeout=15):
-        log.error("shutdown: some usage records could not be written")
+    if not await usage_recorder.flush(timeout=15, set_aside_on_timeout=True):
+        log.error("shutdown: some usage records could not be written; they are in the dead-letter file")
     await write_auth_failure_summaries()
 
 

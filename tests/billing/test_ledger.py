@@ -2,11 +2,13 @@
 expiry, and (with Redis) counters rebuilt from the database. The database ledger runs
 in both passes (SQLite, then PostgreSQL); the Redis ledger in the services pass."""
 import asyncio
+import json
 import uuid
 from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from billing.budgets import BudgetExhausted, BudgetRule, counter_refs, plan_lease
@@ -117,6 +119,37 @@ async def test_an_expired_lease_is_billed_from_its_checkpoint(books, org, issued
     assert record.cost_usd == Decimal("0.000445")  # 10 x 2.5 + 42 x 10 micro-dollars
     [state] = await books.snapshot(counter_refs([rule], end_user="", at=now))
     assert (state.spent_nanos, state.reserved_nanos) == (445_000, 0)
+
+
+async def test_a_lost_request_whose_record_cannot_be_written_is_set_aside_and_still_settled(
+        books, org, issued_key, settings, tmp_path):
+    """One unwritable record must not stop the reaping of every other lost request."""
+    from billing import deadletter
+
+    settings.DATA_DIR = tmp_path
+    settings.GATEWAY = {**settings.GATEWAY, "BUDGET_LEASE_SECONDS": 1}
+    budget = await Budget.objects.acreate(org=org, name="m", window="month", limit_usd=Decimal("1"))
+    rule = await asyncio.to_thread(rule_of, budget)
+    now = timezone.now()
+    # Text the record's column cannot take but the lease's payload can (PostgreSQL's jsonb
+    # refuses a lone surrogate too; SQLite does not enforce a column's length).
+    unwritable = "m" * 201 if connection.vendor == "postgresql" else "bob\ud800"
+    leases = []
+    for end_user in (unwritable, "alice"):
+        usage = {"client_request_id": "lost", "api_key_id": issued_key.api_key.pk, "requested_model": "m",
+                 "end_user": end_user, "started_at": now.isoformat(), "deployment_id": None,
+                 "deployment_name": "", "provider": "mock", "via_route_id": None, "route": {},
+                 "prompt_tokens": 10, "max_tokens": 100, "input_price_per_mtok": "2.5", "output_price_per_mtok": "10"}
+        leases.append(lease := lease_for(rule, at=now, usage=usage))
+        await books.reserve(lease)
+    await asyncio.sleep(1.2)
+    assert await books.reap() == 2
+    assert await books.reap() == 0
+    assert [r.end_user async for r in UsageRecord.objects.all()] == ["alice"]
+    [entry] = [json.loads(line) for line in deadletter.path().read_text().splitlines()]
+    assert (entry["request_id"], entry["record"]["end_user"]) == (str(leases[0].request_id), unwritable)
+    [state] = await books.snapshot(counter_refs([rule], end_user="", at=now))
+    assert (state.spent_nanos, state.reserved_nanos) == (2 * 25_000, 0)  # both billed from their checkpoint
 
 
 async def test_redis_counters_are_rebuilt_from_usage_and_leases_put_back(org, issued_key, settings):
