@@ -10,6 +10,7 @@ import contextlib
 import logging
 from typing import NoReturn
 
+from autobahn.exception import Disconnected  # daphne's WebSocket engine
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -300,8 +301,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.close(code=int(code))
 
     async def send_frame(self, frame: dict) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        try:
             await self.send(text_data=protocol.encode(frame))
+        except Disconnected:
+            # The client's socket closed a moment ago and the server has not told this
+            # consumer yet: not a failure of the request. Sending stops here; the
+            # disconnect arriving next stops the requests and bills them (client_gone).
+            self.closed = True
 
 
 @contextlib.contextmanager

@@ -806,3 +806,28 @@ async def test_a_connection_that_fails_stops_its_streams_upstream_and_bills_them
     assert usage.status == "client_gone" and usage.completion_tokens > 0 and usage.cost_usd > 0
     comm = await authed(issued_key)  # the only slot was given back
     await comm.disconnect()
+
+
+async def test_a_send_to_a_socket_that_just_closed_is_the_client_going_away_not_an_error(
+        issued_key, deployment, monkeypatch):
+    """Between the client's close and the server's disconnect event, daphne's WebSocket
+    engine refuses sends (`Disconnected`): the request is billed as client_gone, not
+    internal_error (which once made an end-to-end test flaky on a busy machine)."""
+    from autobahn.exception import Disconnected
+
+    from gateway.consumers import GatewayConsumer
+
+    comm = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "closing", "model": "mock-fast",
+                            "prompt": "x [[mock tokens=2000 rate=100]]"})
+    while (await next_frame(comm))["type"] != "llm_token":
+        pass
+
+    async def closed_socket(self, text_data=None, bytes_data=None, close=False):
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    monkeypatch.setattr(GatewayConsumer, "send", closed_socket)
+    await asyncio.sleep(0.2)  # tokens keep coming upstream; their frames cannot be sent
+    await comm.disconnect()
+    usage = await usage_of("closing")
+    assert usage.status == "client_gone" and usage.completion_tokens > 0 and usage.cost_usd > 0
