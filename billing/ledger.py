@@ -24,6 +24,7 @@ Settlement is idempotent on the request id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -38,7 +39,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from billing.budgets import BudgetExhausted, CounterRef, CounterState, Lease
+from billing.budgets import BudgetRefusal, CounterRef, CounterState, Lease, first_refusal
 from billing.models import Budget, BudgetCounter, BudgetLease, UsageRecord
 from billing.money import Prices, request_cost, usd_to_nanos
 from billing.services import UsageDraft, usage_records_write
@@ -120,35 +121,20 @@ def _actual(draft: UsageDraft) -> tuple[int, int]:
     return usd_to_nanos(draft.cost_usd), draft.prompt_tokens + draft.completion_tokens
 
 
-def _first_refusal(lease: Lease, states: list[CounterState]) -> BudgetExhausted | None:
-    """The budget that cannot take the lease. Filtered budgets with a fallback are
-    reported first: re-routing beats refusing."""
-    refused = []
-    for ref, state in zip(lease.refs, states):
-        rule = ref.rule
-        over_usd = rule.limit_nanos is not None and (
-            state.spent_nanos + state.reserved_nanos + lease.nanos > rule.limit_nanos)
-        over_tokens = rule.limit_tokens is not None and (
-            state.spent_tokens + state.reserved_tokens + lease.tokens > rule.limit_tokens)
-        if over_usd or over_tokens:
-            refused.append(BudgetExhausted(ref, state, lease))
-    if not refused:
-        return None
-    refused.sort(key=lambda exc: exc.fallback_route is None)
-    return refused[0]
-
-
 # --- Database ledger -------------------------------------------------------------------
 
 class DatabaseLedger:
     kind = "database"
 
     async def reserve(self, lease: Lease) -> None:
+        """Reserve the lease's worst case on every counter, or raise the refusal
+        (BudgetExhausted: settled spend leaves no room; BudgetBusy: reservations in
+        flight do) and reserve nothing."""
         refusal = await run_in_db_thread(self._reserve, lease)
         if refusal is not None:
             raise refusal
 
-    def _reserve(self, lease: Lease) -> BudgetExhausted | None:
+    def _reserve(self, lease: Lease) -> BudgetRefusal | None:
         now = timezone.now()
         wanted = Q()
         for ref in lease.refs:
@@ -171,7 +157,7 @@ class DatabaseLedger:
             counters = [locked[(ref.rule.id, ref.subject, ref.window_start)] for ref in lease.refs]
             states = [CounterState(c.spent_nanos, c.spent_tokens, c.reserved_nanos, c.reserved_tokens)
                       for c in counters]
-            refusal = _first_refusal(lease, states)
+            refusal = first_refusal(lease, states)
             if refusal is not None:
                 return refusal
             BudgetCounter.objects.filter(pk__in=[c.pk for c in counters]).update(
@@ -275,6 +261,8 @@ class DatabaseLedger:
 # ARGV: 1 now ms, 2 lease expiry ms, 3 grace ms, 4 payload, 5 nanos, 6 tokens, 7 request id,
 #       then per counter: limit nanos (-1: none), limit tokens (-1: none).
 # Returns {"ok", states...} | {"missing", i} | {"hold", ms} | {"refused", states...}
+# A refusal returns the states it saw, atomically: `first_refusal` tells from them
+# whether settled spend (used up) or reservations in flight (busy) stand in the way.
 _RESERVE = """
 local now = tonumber(ARGV[1])
 local epoch = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -314,7 +302,8 @@ return 1
 """
 
 # KEYS: 1 lease index, 2 lease. ARGV: 1 request id, 2 spent nanos, 3 spent tokens.
-# Idempotent: a lease already settled is gone, and nothing changes.
+# Idempotent: a lease already settled is gone, and nothing changes. A settlement is
+# published on '<lease index>:settled', waking requests that wait for room in any process.
 _SETTLE = """
 local p = redis.call('HGET', KEYS[2], 'p')
 if not p then return 0 end
@@ -329,6 +318,7 @@ for _, key in ipairs(lease.counters) do
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[1] .. ':settled', '1')
 return 1
 """
 
@@ -435,7 +425,7 @@ class RedisLedger:
                 continue
             states = [CounterState(*map(int, result[i:i + 4])) for i in range(1, len(result), 4)]
             if verdict == "refused":
-                raise _first_refusal(lease, states)
+                raise first_refusal(lease, states)
             lease.after = [CounterState(s.spent_nanos, s.spent_tokens, s.reserved_nanos + lease.nanos,
                                         s.reserved_tokens + lease.tokens) for s in states]
             return
@@ -526,6 +516,22 @@ class RedisLedger:
                 states.append(CounterState(*map(int, values)))
         return states
 
+    async def watch_settlements(self, on_settled) -> None:
+        """Call `on_settled()` whenever any gateway process settles a lease (the settle
+        script publishes it): a request waiting for room wakes at once, not at its
+        next poll. Returns when the subscription fails (the waiters keep polling)."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(f"{self._leases}:settled")
+            async for message in pubsub.listen():
+                if message and message.get("type") == "message":
+                    on_settled()
+        except Exception:
+            log.info("budget settlement subscription ended; waiting requests poll instead", exc_info=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
     async def check_eviction_policy(self) -> None:
         """Budget counters must never be evicted: warn loudly when Redis may do it."""
         try:
@@ -541,12 +547,19 @@ class RedisLedger:
 # --- The running process's ledger and its lease keeper ---------------------------------
 
 class LeaseKeeper:
-    """Extends this process's open leases and reaps expired ones (any process's)."""
+    """Extends this process's open leases and reaps expired ones (any process's), and
+    tells requests waiting for room in a budget when a reservation settles."""
 
     def __init__(self, ledger) -> None:
         self.ledger = ledger
         self.open: dict[uuid.UUID, Lease] = {}
         self._task: asyncio.Task | None = None
+        self._held_at: dict[uuid.UUID, float] = {}
+        # How long a reservation is typically held (an average of recent ones): the
+        # basis of `retry_after_ms` when reservations in flight fill a budget.
+        self.typical_hold: float | None = None
+        self._settled = asyncio.Event()
+        self._watch: asyncio.Task | None = None
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -554,10 +567,49 @@ class LeaseKeeper:
 
     def hold(self, lease: Lease) -> None:
         self.open[lease.request_id] = lease
+        self._held_at[lease.request_id] = time.monotonic()
         self.start()
 
     def drop(self, lease: Lease) -> None:
+        """The lease is settled or released: stop extending it, and wake the waiters."""
         self.open.pop(lease.request_id, None)
+        held_at = self._held_at.pop(lease.request_id, None)
+        if held_at is not None:
+            held = time.monotonic() - held_at
+            self.typical_hold = held if self.typical_hold is None else 0.8 * self.typical_hold + 0.2 * held
+        self.settled()
+
+    def settled(self) -> None:
+        """A reservation settled (here, or in another process): waiters re-check."""
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+    async def wait_for_settlement(self, timeout: float) -> None:
+        """Until a reservation settles in this process (or, with Redis, in any) or
+        `timeout` seconds pass: the caller re-checks either way, so settlements in
+        other processes are noticed by polling at worst."""
+        watch = getattr(self.ledger, "watch_settlements", None)
+        if watch is not None and (self._watch is None or self._watch.done()):
+            self._watch = asyncio.get_running_loop().create_task(watch(self.settled), name="budget-settlements")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+
+    def settle_estimate_ms(self, lease: Lease) -> int:
+        """An honest guess at when a reservation standing in this lease's way settles:
+        of this process's leases on the same counters, the soonest expected to end
+        (each is assumed to be held the typical time; one held longer than that is
+        assumed halfway through); when other processes hold them, the typical time."""
+        typical = self.typical_hold if self.typical_hold is not None else 1.0
+        counters = {(ref.rule.id, ref.subject, ref.window_start) for ref in lease.refs}
+        now = time.monotonic()
+        expected = []
+        for other in self.open.values():
+            if counters.isdisjoint((ref.rule.id, ref.subject, ref.window_start) for ref in other.refs):
+                continue
+            left = typical - (now - self._held_at.get(other.request_id, now))
+            expected.append(left if left > 0 else typical / 2)
+        estimate = min(expected) if expected else typical
+        return int(min(max(estimate, 0.05), lease_seconds()) * 1000)
 
     async def _run(self) -> None:
         if isinstance(self.ledger, RedisLedger):
@@ -572,6 +624,7 @@ class LeaseKeeper:
                     last_reap = time.monotonic()
                     reaped = await self.ledger.reap()
                     if reaped:
+                        self.settled()
                         log.warning("settled %d budget reservation(s) left by a lost gateway process", reaped)
             except Exception:
                 log.warning("budget lease upkeep failed; retrying", exc_info=True)
