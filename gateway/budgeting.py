@@ -94,7 +94,12 @@ async def reserve_attempt(*, draft: UsageDraft, principal: KeyPrincipal, decisio
 
 async def _reserve_waiting(books, lease: Lease) -> None:
     """Reserve, waiting while the budget is busy: until a settlement leaves room, the
-    budget turns out used up, or the request's wait is over."""
+    budget turns out used up, or the request's wait is over.
+
+    A waiter re-reads the counters (a plain read: no lock, no write transaction)
+    when woken, and tries to reserve again only when they show room or show the
+    budget used up: a burst of waiters must not crowd out the usage writer whose
+    settlements they wait for (SQLite has one writer at a time)."""
     key = lease.request_id
     current = _busy_deadline.get()
     if current is None or current[0] != key:
@@ -104,12 +109,18 @@ async def _reserve_waiting(books, lease: Lease) -> None:
         try:
             await books.ledger.reserve(lease)
             return
-        except BudgetBusy as busy:
+        except BudgetBusy as refused:
+            busy = refused
+        while True:
             left = current[1] - time.monotonic()
             if left <= 0:
                 busy.retry_after_ms = books.settle_estimate_ms(lease)
-                raise
+                raise busy
             await books.wait_for_settlement(min(left, BUSY_POLL_SECONDS))
+            now = budgets.first_refusal(lease, await books.ledger.snapshot(lease.refs))
+            if not isinstance(now, BudgetBusy):
+                break  # room, or used up: the ledger decides, atomically
+            busy = now
 
 
 def refusal_error(exc: BudgetRefusal, request_id: str) -> GatewayError:

@@ -132,7 +132,11 @@ async def test_concurrent_requests_never_pass_the_limit(org, issued_key, deploym
     served = [f for f in outcomes if f["type"] == "llm_response_end"]
     refused = [f for f in outcomes if f["type"] == "error"]
     assert len(served) + len(refused) == 40
-    assert all(f["code"] == 402 for f in refused)
+    # Used up (402), or still busy with reservations in flight after the wait (429,
+    # retryable: this client does not retry; the end-to-end burst tests do).
+    for f in refused:
+        assert (f["code"], f["error"], f["retryable"]) in ((402, "budget_exhausted", False),
+                                                           (429, "budget_busy", True)), f
     assert 5 <= len(served) < 40
     total = sum([r.cost_usd async for r in UsageRecord.objects.all()], Decimal(0))
     rows = [(r.client_request_id, r.status, r.prompt_tokens, r.completion_tokens, str(r.cost_usd), r.max_tokens) async for r in UsageRecord.objects.exclude(status="rejected")]
