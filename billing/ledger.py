@@ -560,6 +560,7 @@ class LeaseKeeper:
         self.typical_hold: float | None = None
         self._settled = asyncio.Event()
         self._watch: asyncio.Task | None = None
+        self._turns: dict[tuple, asyncio.Lock] = {}
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -583,6 +584,17 @@ class LeaseKeeper:
         """A reservation settled (here, or in another process): waiters re-check."""
         self._settled.set()
         self._settled = asyncio.Event()
+
+    def waiting_turn(self, lease: Lease) -> asyncio.Lock:
+        """The turn of the requests waiting on the same counters as `lease` (a fair,
+        first-come lock): one of them at a time watches the counters."""
+        key = tuple(sorted((ref.rule.id, ref.subject, ref.window_start.isoformat()) for ref in lease.refs))
+        turn = self._turns.get(key)
+        if turn is None:
+            if len(self._turns) > 1000:  # forget idle ones (a lock nobody holds or waits for)
+                self._turns = {k: t for k, t in self._turns.items() if t.locked()}
+            turn = self._turns[key] = asyncio.Lock()
+        return turn
 
     async def wait_for_settlement(self, timeout: float) -> None:
         """Until a reservation settles in this process (or, with Redis, in any) or

@@ -5,6 +5,7 @@ the client what is left. Settlement happens when the usage record is written
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -96,31 +97,49 @@ async def _reserve_waiting(books, lease: Lease) -> None:
     """Reserve, waiting while the budget is busy: until a settlement leaves room, the
     budget turns out used up, or the request's wait is over.
 
-    A waiter re-reads the counters (a plain read: no lock, no write transaction)
-    when woken, and tries to reserve again only when they show room or show the
-    budget used up: a burst of waiters must not crowd out the usage writer whose
-    settlements they wait for (SQLite has one writer at a time)."""
+    Of the requests of this process waiting on the same counters, only the first
+    (in arrival order) watches them: it re-reads the counters (a plain read, no
+    lock) when a settlement wakes it or the poll comes round, and reserves again
+    only when they show room or show the budget used up. The others wait their
+    turn. So a burst of waiters costs the ledger one read per settlement, not one
+    per waiter: they share the ledger's threads with the lease extensions of the
+    requests in flight, which must never be held up (a lease not extended in time
+    is taken for a lost process's)."""
     key = lease.request_id
     current = _busy_deadline.get()
     if current is None or current[0] != key:
         current = (key, time.monotonic() + busy_wait_seconds())
         _busy_deadline.set(current)
-    while True:
-        try:
-            await books.ledger.reserve(lease)
-            return
-        except BudgetBusy as refused:
-            busy = refused
+    try:
+        await books.ledger.reserve(lease)
+        return
+    except BudgetBusy as refused:
+        busy = refused
+    turn = books.waiting_turn(lease)
+    try:
+        await asyncio.wait_for(turn.acquire(), max(0.0, current[1] - time.monotonic()))
+    except TimeoutError:
+        busy.retry_after_ms = books.settle_estimate_ms(lease)
+        raise busy from None
+    try:
         while True:
+            now = budgets.first_refusal(lease, await books.ledger.snapshot(lease.refs))
+            if not isinstance(now, BudgetBusy):
+                try:
+                    # Room, or used up: the ledger decides, atomically. Never cut short
+                    # by the deadline: a reservation made must be known to be made.
+                    await books.ledger.reserve(lease)
+                    return
+                except BudgetBusy as refused:
+                    now = refused  # another process took the room first
+            busy = now
             left = current[1] - time.monotonic()
             if left <= 0:
                 busy.retry_after_ms = books.settle_estimate_ms(lease)
                 raise busy
             await books.wait_for_settlement(min(left, BUSY_POLL_SECONDS))
-            now = budgets.first_refusal(lease, await books.ledger.snapshot(lease.refs))
-            if not isinstance(now, BudgetBusy):
-                break  # room, or used up: the ledger decides, atomically
-            busy = now
+    finally:
+        turn.release()
 
 
 def refusal_error(exc: BudgetRefusal, request_id: str) -> GatewayError:
