@@ -48,6 +48,10 @@ from gateway.loopbound import PerLoop, on_every_worker
 log = logging.getLogger(__name__)
 
 _threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="budget-ledger")
+# Lease extensions and the reaper have a thread of their own: a burst of reservations
+# queued on the others must never delay an extension past the lease (the request
+# would be taken for a lost process's and billed from its checkpoint).
+_upkeep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-upkeep")
 
 
 def close_connections() -> None:
@@ -55,6 +59,7 @@ def close_connections() -> None:
     from django.db import connections
 
     on_every_worker(_threads, connections.close_all)
+    on_every_worker(_upkeep, connections.close_all)
 
 
 def lease_seconds() -> float:
@@ -65,14 +70,14 @@ def extend_seconds() -> float:
     return float(settings.GATEWAY["BUDGET_LEASE_EXTEND_SECONDS"])
 
 
-async def run_in_db_thread(fn, *args):
+async def run_in_db_thread(fn, *args, executor: ThreadPoolExecutor | None = None):
     """Run a database function on the ledger's threads (never the event loop, nor
     Channels' thread-sensitive executor, which one slow write would hold up)."""
     def run():
         close_old_connections()
         return fn(*args)
 
-    return await asyncio.get_running_loop().run_in_executor(_threads, run)
+    return await asyncio.get_running_loop().run_in_executor(executor or _threads, run)
 
 
 # --- Shared by both ledgers ------------------------------------------------------------
@@ -214,7 +219,7 @@ class DatabaseLedger:
         pass  # settled in write_and_settle's transaction
 
     async def extend(self, leases: list[Lease]) -> None:
-        await run_in_db_thread(self._extend, leases)
+        await run_in_db_thread(self._extend, leases, executor=_upkeep)
 
     def _extend(self, leases: list[Lease]) -> None:
         expires = timezone.now() + timedelta(seconds=lease_seconds())
@@ -224,7 +229,7 @@ class DatabaseLedger:
                     expires_at=expires, completion_tokens=lease.completion_tokens)
 
     async def reap(self) -> int:
-        return await run_in_db_thread(self._reap)
+        return await run_in_db_thread(self._reap, executor=_upkeep)
 
     def _reap(self) -> int:
         if not BudgetLease.objects.filter(expires_at__lt=timezone.now()).exists():

@@ -300,11 +300,13 @@ async def test_a_filtered_budget_reroutes_at_rate_card_prices_over_real_sockets(
 # --- A burst against a small budget, with clients that retry retryable answers -------------
 
 def set_key_budget(stack: Stack, *, limit_usd: str, name: str) -> int:
-    """Replace the demo org's budgets with one lifetime budget on the stack's key; returns its id."""
+    """Replace the demo org's budgets with one lifetime budget on the stack's key (and drop
+    its rate cards: list prices); returns its id."""
     lookup = stack.api_key.split("_")[1]
     script = (
-        "from decimal import Decimal; from billing.models import Budget; from tenants.models import ApiKey; "
+        "from decimal import Decimal; from billing.models import Budget, RateCard; from tenants.models import ApiKey; "
         f"key = ApiKey.objects.get(lookup={lookup!r}); Budget.objects.filter(org=key.org).delete(); "
+        "RateCard.objects.filter(org=key.org).delete(); "
         f"print(Budget.objects.create(org=key.org, name={name!r}, scope='key', api_key=key, window='lifetime', "
         f"limit_usd=Decimal({limit_usd!r})).pk)"
     )
@@ -378,6 +380,9 @@ async def assert_burst_spends_the_budget(stack: Stack, urls: list[str]) -> None:
     for frame in retried:
         assert (frame["code"], frame["error"]) == (429, "budget_busy"), frame
         assert frame["retry_after_ms"] > 0 and "in flight" in frame["message"]
+    usage = served[0]["usage"]  # at list prices ($10 / $30 per million), as worst_case assumes
+    assert Decimal(served[0]["cost_usd"]) == (Decimal(10) * usage["prompt_tokens"]
+                                              + Decimal(30) * usage["completion_tokens"]) / 1_000_000
     worst = worst_case(served[0]["start"])
     # A request is refused for good only when settled spend leaves no room for its worst case.
     for frame in refused:
