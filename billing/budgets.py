@@ -183,8 +183,26 @@ def plan_lease(*, request_id: uuid.UUID, org_id: int, refs: list[CounterRef], pr
                  tokens=prompt + max_tokens, usage=usage)
 
 
-class BudgetExhausted(Exception):
-    """A budget cannot take a request's worst case. For a filtered budget with a
+def _over(rule: BudgetRule, lease: Lease, nanos: int, tokens: int) -> bool:
+    """Whether `nanos` and `tokens` already counted plus the lease's worst case pass a limit."""
+    return ((rule.limit_nanos is not None and nanos + lease.nanos > rule.limit_nanos)
+            or (rule.limit_tokens is not None and tokens + lease.tokens > rule.limit_tokens))
+
+
+def verdict(rule: BudgetRule, state: CounterState, lease: Lease) -> str | None:
+    """Whether a counter can take a lease: None (it fits), "exhausted" (settled spend
+    alone leaves no room for the worst case: waiting cannot help) or "busy" (it is
+    the reservations of requests in flight that stand in the way: they may settle
+    below their worst case and leave room)."""
+    if _over(rule, lease, state.spent_nanos, state.spent_tokens):
+        return "exhausted"
+    if _over(rule, lease, state.spent_nanos + state.reserved_nanos, state.spent_tokens + state.reserved_tokens):
+        return "busy"
+    return None
+
+
+class BudgetRefusal(Exception):
+    """A budget cannot take a request's worst case now. For a filtered budget with a
     fallback, the request may be re-routed instead of refused."""
 
     def __init__(self, ref: CounterRef, state: CounterState, lease: Lease) -> None:
@@ -196,19 +214,72 @@ class BudgetExhausted(Exception):
         return self.ref.rule.fallback_route
 
     def message(self) -> str:
+        raise NotImplementedError
+
+    def _resets(self) -> str:
+        return (f"; it resets at {self.ref.window_end.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+                if self.ref.window_end else "; it does not reset")
+
+
+class BudgetExhausted(BudgetRefusal):
+    """Settled spend leaves no room for the request's worst case: the budget is used
+    up until its window resets (402, not retryable)."""
+
+    def message(self) -> str:
         rule, state = self.ref.rule, self.state
         parts = []
-        if rule.limit_nanos is not None and state.spent_nanos + state.reserved_nanos + self.lease.nanos > rule.limit_nanos:
-            used = nanos_to_usd(state.spent_nanos + state.reserved_nanos)
-            parts.append(f"${format_usd(used)} of ${format_usd(nanos_to_usd(rule.limit_nanos))} spent or reserved, "
+        if rule.limit_nanos is not None and state.spent_nanos + self.lease.nanos > rule.limit_nanos:
+            parts.append(f"${format_usd(nanos_to_usd(state.spent_nanos))} of "
+                         f"${format_usd(nanos_to_usd(rule.limit_nanos))} spent, "
+                         f"and this request could cost up to ${format_usd(nanos_to_usd(self.lease.nanos))}")
+        if rule.limit_tokens is not None and state.spent_tokens + self.lease.tokens > rule.limit_tokens:
+            parts.append(f"{state.spent_tokens} of {rule.limit_tokens} tokens spent, "
+                         f"and this request could use up to {self.lease.tokens}")
+        return f"budget {rule.describe()} is used up: {'; '.join(parts) or 'no room left'}{self._resets()}"
+
+
+class BudgetBusy(BudgetRefusal):
+    """Settled spend leaves room for the request's worst case, but the reservations of
+    requests in flight fill it: they settle to their real cost (usually below their
+    worst case), so the request may fit shortly (429 `budget_busy`, retryable).
+    `retry_after_ms` is the gateway's estimate of when one of them settles."""
+
+    retry_after_ms: int | None = None
+
+    def message(self) -> str:
+        rule, state = self.ref.rule, self.state
+        parts = []
+        if rule.limit_nanos is not None and (
+                state.spent_nanos + state.reserved_nanos + self.lease.nanos > rule.limit_nanos):
+            parts.append(f"${format_usd(nanos_to_usd(state.spent_nanos))} of "
+                         f"${format_usd(nanos_to_usd(rule.limit_nanos))} spent and "
+                         f"${format_usd(nanos_to_usd(state.reserved_nanos))} reserved by requests in flight, "
                          f"and this request could cost up to ${format_usd(nanos_to_usd(self.lease.nanos))}")
         if rule.limit_tokens is not None and (
                 state.spent_tokens + state.reserved_tokens + self.lease.tokens > rule.limit_tokens):
-            parts.append(f"{state.spent_tokens + state.reserved_tokens} of {rule.limit_tokens} tokens spent or "
-                         f"reserved, and this request could use up to {self.lease.tokens}")
-        resets = (f"; it resets at {self.ref.window_end.strftime('%Y-%m-%dT%H:%M:%SZ')}"
-                  if self.ref.window_end else "; it does not reset")
-        return f"budget {rule.describe()} is used up: {'; '.join(parts) or 'no room left'}{resets}"
+            parts.append(f"{state.spent_tokens} of {rule.limit_tokens} tokens spent and {state.reserved_tokens} "
+                         f"reserved by requests in flight, and this request could use up to {self.lease.tokens}")
+        return (f"budget {rule.describe()} is busy: {'; '.join(parts) or 'no room left'}; it is not used up: "
+                f"retry when the reservations in flight settle")
+
+
+def first_refusal(lease: Lease, states: list[CounterState]) -> BudgetRefusal | None:
+    """The refusal to report for a lease its counters cannot take (None: they can).
+    A used-up budget beats a busy one (waiting cannot help); among either, filtered
+    budgets with a fallback come first: re-routing beats refusing."""
+    exhausted: list[BudgetRefusal] = []
+    busy: list[BudgetRefusal] = []
+    for ref, state in zip(lease.refs, states):
+        found = verdict(ref.rule, state, lease)
+        if found == "exhausted":
+            exhausted.append(BudgetExhausted(ref, state, lease))
+        elif found == "busy":
+            busy.append(BudgetBusy(ref, state, lease))
+    refused = exhausted or busy
+    if not refused:
+        return None
+    refused.sort(key=lambda exc: exc.fallback_route is None)
+    return refused[0]
 
 
 def remaining(refs: list[CounterRef], states: list[CounterState]) -> dict[str, Any] | None:

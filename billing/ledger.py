@@ -24,6 +24,7 @@ Settlement is idempotent on the request id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -39,7 +40,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from billing import deadletter
-from billing.budgets import BudgetExhausted, CounterRef, CounterState, Lease
+from billing.budgets import BudgetRefusal, CounterRef, CounterState, Lease, first_refusal
 from billing.models import Budget, BudgetCounter, BudgetLease, UsageRecord
 from billing.money import Prices, request_cost, usd_to_nanos
 from billing.services import UsageDraft, usage_records_write
@@ -48,6 +49,10 @@ from gateway.loopbound import PerLoop, on_every_worker
 log = logging.getLogger(__name__)
 
 _threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="budget-ledger")
+# Lease extensions and the reaper have a thread of their own: a burst of reservations
+# queued on the others must never delay an extension past the lease (the request
+# would be taken for a lost process's and billed from its checkpoint).
+_upkeep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-upkeep")
 
 
 def close_connections() -> None:
@@ -55,6 +60,7 @@ def close_connections() -> None:
     from django.db import connections
 
     on_every_worker(_threads, connections.close_all)
+    on_every_worker(_upkeep, connections.close_all)
 
 
 def lease_seconds() -> float:
@@ -65,14 +71,14 @@ def extend_seconds() -> float:
     return float(settings.GATEWAY["BUDGET_LEASE_EXTEND_SECONDS"])
 
 
-async def run_in_db_thread(fn, *args):
+async def run_in_db_thread(fn, *args, executor: ThreadPoolExecutor | None = None):
     """Run a database function on the ledger's threads (never the event loop, nor
     Channels' thread-sensitive executor, which one slow write would hold up)."""
     def run():
         close_old_connections()
         return fn(*args)
 
-    return await asyncio.get_running_loop().run_in_executor(_threads, run)
+    return await asyncio.get_running_loop().run_in_executor(executor or _threads, run)
 
 
 # --- Shared by both ledgers ------------------------------------------------------------
@@ -157,35 +163,20 @@ def _set_aside_spend(draft: UsageDraft) -> tuple[int, int]:
     return nanos, tokens
 
 
-def _first_refusal(lease: Lease, states: list[CounterState]) -> BudgetExhausted | None:
-    """The budget that cannot take the lease. Filtered budgets with a fallback are
-    reported first: re-routing beats refusing."""
-    refused = []
-    for ref, state in zip(lease.refs, states):
-        rule = ref.rule
-        over_usd = rule.limit_nanos is not None and (
-            state.spent_nanos + state.reserved_nanos + lease.nanos > rule.limit_nanos)
-        over_tokens = rule.limit_tokens is not None and (
-            state.spent_tokens + state.reserved_tokens + lease.tokens > rule.limit_tokens)
-        if over_usd or over_tokens:
-            refused.append(BudgetExhausted(ref, state, lease))
-    if not refused:
-        return None
-    refused.sort(key=lambda exc: exc.fallback_route is None)
-    return refused[0]
-
-
 # --- Database ledger -------------------------------------------------------------------
 
 class DatabaseLedger:
     kind = "database"
 
     async def reserve(self, lease: Lease) -> None:
+        """Reserve the lease's worst case on every counter, or raise the refusal
+        (BudgetExhausted: settled spend leaves no room; BudgetBusy: reservations in
+        flight do) and reserve nothing."""
         refusal = await run_in_db_thread(self._reserve, lease)
         if refusal is not None:
             raise refusal
 
-    def _reserve(self, lease: Lease) -> BudgetExhausted | None:
+    def _reserve(self, lease: Lease) -> BudgetRefusal | None:
         now = timezone.now()
         wanted = Q()
         for ref in lease.refs:
@@ -208,7 +199,7 @@ class DatabaseLedger:
             counters = [locked[(ref.rule.id, ref.subject, ref.window_start)] for ref in lease.refs]
             states = [CounterState(c.spent_nanos, c.spent_tokens, c.reserved_nanos, c.reserved_tokens)
                       for c in counters]
-            refusal = _first_refusal(lease, states)
+            refusal = first_refusal(lease, states)
             if refusal is not None:
                 return refusal
             BudgetCounter.objects.filter(pk__in=[c.pk for c in counters]).update(
@@ -275,7 +266,7 @@ class DatabaseLedger:
             return self._settle_locked(amounts)
 
     async def extend(self, leases: list[Lease]) -> None:
-        await run_in_db_thread(self._extend, leases)
+        await run_in_db_thread(self._extend, leases, executor=_upkeep)
 
     def _extend(self, leases: list[Lease]) -> None:
         expires = timezone.now() + timedelta(seconds=lease_seconds())
@@ -285,7 +276,7 @@ class DatabaseLedger:
                     expires_at=expires, completion_tokens=lease.completion_tokens)
 
     async def reap(self) -> int:
-        return await run_in_db_thread(self._reap)
+        return await run_in_db_thread(self._reap, executor=_upkeep)
 
     def _reap(self) -> int:
         if not BudgetLease.objects.filter(expires_at__lt=timezone.now()).exists():
@@ -322,6 +313,8 @@ class DatabaseLedger:
 # ARGV: 1 now ms, 2 lease expiry ms, 3 grace ms, 4 payload, 5 nanos, 6 tokens, 7 request id,
 #       then per counter: limit nanos (-1: none), limit tokens (-1: none).
 # Returns {"ok", states...} | {"missing", i} | {"hold", ms} | {"refused", states...}
+# A refusal returns the states it saw, atomically: `first_refusal` tells from them
+# whether settled spend (used up) or reservations in flight (busy) stand in the way.
 _RESERVE = """
 local now = tonumber(ARGV[1])
 local epoch = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -361,7 +354,8 @@ return 1
 """
 
 # KEYS: 1 lease index, 2 lease. ARGV: 1 request id, 2 spent nanos, 3 spent tokens.
-# Idempotent: a lease already settled is gone, and nothing changes.
+# Idempotent: a lease already settled is gone, and nothing changes. A settlement is
+# published on '<lease index>:settled', waking requests that wait for room in any process.
 _SETTLE = """
 local p = redis.call('HGET', KEYS[2], 'p')
 if not p then return 0 end
@@ -376,6 +370,7 @@ for _, key in ipairs(lease.counters) do
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[1] .. ':settled', '1')
 return 1
 """
 
@@ -482,7 +477,7 @@ class RedisLedger:
                 continue
             states = [CounterState(*map(int, result[i:i + 4])) for i in range(1, len(result), 4)]
             if verdict == "refused":
-                raise _first_refusal(lease, states)
+                raise first_refusal(lease, states)
             lease.after = [CounterState(s.spent_nanos, s.spent_tokens, s.reserved_nanos + lease.nanos,
                                         s.reserved_tokens + lease.tokens) for s in states]
             return
@@ -583,6 +578,22 @@ class RedisLedger:
                 states.append(CounterState(*map(int, values)))
         return states
 
+    async def watch_settlements(self, on_settled) -> None:
+        """Call `on_settled()` whenever any gateway process settles a lease (the settle
+        script publishes it): a request waiting for room wakes at once, not at its
+        next poll. Returns when the subscription fails (the waiters keep polling)."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(f"{self._leases}:settled")
+            async for message in pubsub.listen():
+                if message and message.get("type") == "message":
+                    on_settled()
+        except Exception:
+            log.info("budget settlement subscription ended; waiting requests poll instead", exc_info=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
     async def check_eviction_policy(self) -> None:
         """Budget counters must never be evicted: warn loudly when Redis may do it."""
         try:
@@ -598,12 +609,20 @@ class RedisLedger:
 # --- The running process's ledger and its lease keeper ---------------------------------
 
 class LeaseKeeper:
-    """Extends this process's open leases and reaps expired ones (any process's)."""
+    """Extends this process's open leases and reaps expired ones (any process's), and
+    tells requests waiting for room in a budget when a reservation settles."""
 
     def __init__(self, ledger) -> None:
         self.ledger = ledger
         self.open: dict[uuid.UUID, Lease] = {}
         self._task: asyncio.Task | None = None
+        self._held_at: dict[uuid.UUID, float] = {}
+        # How long a reservation is typically held (an average of recent ones): the
+        # basis of `retry_after_ms` when reservations in flight fill a budget.
+        self.typical_hold: float | None = None
+        self._settled = asyncio.Event()
+        self._watch: asyncio.Task | None = None
+        self._turns: dict[tuple, asyncio.Lock] = {}
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -611,10 +630,60 @@ class LeaseKeeper:
 
     def hold(self, lease: Lease) -> None:
         self.open[lease.request_id] = lease
+        self._held_at[lease.request_id] = time.monotonic()
         self.start()
 
     def drop(self, lease: Lease) -> None:
+        """The lease is settled or released: stop extending it, and wake the waiters."""
         self.open.pop(lease.request_id, None)
+        held_at = self._held_at.pop(lease.request_id, None)
+        if held_at is not None:
+            held = time.monotonic() - held_at
+            self.typical_hold = held if self.typical_hold is None else 0.8 * self.typical_hold + 0.2 * held
+        self.settled()
+
+    def settled(self) -> None:
+        """A reservation settled (here, or in another process): waiters re-check."""
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+    def waiting_turn(self, lease: Lease) -> asyncio.Lock:
+        """The turn of the requests waiting on the same counters as `lease` (a fair,
+        first-come lock): one of them at a time watches the counters."""
+        key = tuple(sorted((ref.rule.id, ref.subject, ref.window_start.isoformat()) for ref in lease.refs))
+        turn = self._turns.get(key)
+        if turn is None:
+            if len(self._turns) > 1000:  # forget idle ones (a lock nobody holds or waits for)
+                self._turns = {k: t for k, t in self._turns.items() if t.locked()}
+            turn = self._turns[key] = asyncio.Lock()
+        return turn
+
+    async def wait_for_settlement(self, timeout: float) -> None:
+        """Until a reservation settles in this process (or, with Redis, in any) or
+        `timeout` seconds pass: the caller re-checks either way, so settlements in
+        other processes are noticed by polling at worst."""
+        watch = getattr(self.ledger, "watch_settlements", None)
+        if watch is not None and (self._watch is None or self._watch.done()):
+            self._watch = asyncio.get_running_loop().create_task(watch(self.settled), name="budget-settlements")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+
+    def settle_estimate_ms(self, lease: Lease) -> int:
+        """An honest guess at when a reservation standing in this lease's way settles:
+        of this process's leases on the same counters, the soonest expected to end
+        (each is assumed to be held the typical time; one held longer than that is
+        assumed halfway through); when other processes hold them, the typical time."""
+        typical = self.typical_hold if self.typical_hold is not None else 1.0
+        counters = {(ref.rule.id, ref.subject, ref.window_start) for ref in lease.refs}
+        now = time.monotonic()
+        expected = []
+        for other in self.open.values():
+            if counters.isdisjoint((ref.rule.id, ref.subject, ref.window_start) for ref in other.refs):
+                continue
+            left = typical - (now - self._held_at.get(other.request_id, now))
+            expected.append(left if left > 0 else typical / 2)
+        estimate = min(expected) if expected else typical
+        return int(min(max(estimate, 0.05), lease_seconds()) * 1000)
 
     async def _run(self) -> None:
         if isinstance(self.ledger, RedisLedger):
@@ -629,6 +698,7 @@ class LeaseKeeper:
                     last_reap = time.monotonic()
                     reaped = await self.ledger.reap()
                     if reaped:
+                        self.settled()
                         log.warning("settled %d budget reservation(s) left by a lost gateway process", reaped)
             except Exception:
                 log.warning("budget lease upkeep failed; retrying", exc_info=True)

@@ -5,19 +5,24 @@ the client what is left. Settlement happens when the usage record is written
 """
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
+import time
+import uuid
 from typing import Any
 
-import logging
-
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from billing import budgets
-from billing.budgets import BudgetRule, CounterState, Lease
+from billing.budgets import BudgetBusy, BudgetExhausted, BudgetRefusal, BudgetRule, CounterState, Lease
 from billing.ledger import keeper
 from billing.models import BudgetNotice
 from billing.money import format_usd, nanos_to_usd, usd_to_nanos
 from billing.services import UsageDraft
 from gateway.freshness import FreshCache
+from gateway.protocol import BUDGET_BUSY, ErrorCode, GatewayError
 from gateway.ratelimits import Limit, RateLimited, limiter, subject_hash
 from gateway.routing import RouteDecision, Target
 from tenants.access import KeyPrincipal
@@ -26,6 +31,19 @@ log = logging.getLogger(__name__)
 
 
 _budget_cache = FreshCache()  # org id -> its enabled budgets
+
+# How often a request waiting for room re-checks its budgets when no settlement woke
+# it: settlements in this process (and, with Redis, in any) wake it at once, so the
+# poll only matters for another process's settlements on the database ledger.
+BUSY_POLL_SECONDS = 0.2
+# The request being served in this task and when its wait for budget room ends: one
+# bounded wait per request, however many candidates and fallback routes it tries.
+_busy_deadline: contextvars.ContextVar[tuple[uuid.UUID, float] | None] = contextvars.ContextVar(
+    "budget_busy_deadline", default=None)
+
+
+def busy_wait_seconds() -> float:
+    return settings.GATEWAY["BUDGET_BUSY_WAIT_MS"] / 1000
 
 
 async def org_budgets(org_id: int) -> tuple[BudgetRule, ...]:
@@ -36,8 +54,11 @@ async def reserve_attempt(*, draft: UsageDraft, principal: KeyPrincipal, decisio
                           prompt_tokens: int, max_tokens: int) -> Lease | None:
     """Reserve one attempt's worst case against every budget that applies to it.
 
-    Raises BudgetExhausted when one cannot take it. Returns None when no budget
-    applies (nothing to reserve)."""
+    Raises BudgetExhausted when one is used up (settled spend leaves no room for
+    the worst case). When only reservations of requests in flight stand in the
+    way, waits for them to settle (woken by each settlement) up to the busy wait,
+    then raises BudgetBusy with an estimate of when to retry. Returns None when no
+    budget applies (nothing to reserve)."""
     rules = await org_budgets(principal.org_id)
     if not rules:
         return None
@@ -55,10 +76,13 @@ async def reserve_attempt(*, draft: UsageDraft, principal: KeyPrincipal, decisio
     # cancelled mid-reserve, the usage writer still settles whatever was reserved.
     draft.lease = lease
     try:
-        await books.ledger.reserve(lease)
-    except budgets.BudgetExhausted as exc:
+        await _reserve_waiting(books, lease)
+    except BudgetExhausted as exc:
         draft.lease = None
         _notify(exc.ref, exc.state, BudgetNotice.Kind.HARD)
+        raise
+    except BudgetBusy:
+        draft.lease = None  # not used up: no notification
         raise
     books.hold(lease)
     try:
@@ -67,6 +91,65 @@ async def reserve_attempt(*, draft: UsageDraft, principal: KeyPrincipal, decisio
         await release_attempt(draft)
         raise
     return lease
+
+
+async def _reserve_waiting(books, lease: Lease) -> None:
+    """Reserve, waiting while the budget is busy: until a settlement leaves room, the
+    budget turns out used up, or the request's wait is over.
+
+    Of the requests of this process waiting on the same counters, only the first
+    (in arrival order) watches them: it re-reads the counters (a plain read, no
+    lock) when a settlement wakes it or the poll comes round, and reserves again
+    only when they show room or show the budget used up. The others wait their
+    turn. So a burst of waiters costs the ledger one read per settlement, not one
+    per waiter: they share the ledger's threads with the lease extensions of the
+    requests in flight, which must never be held up (a lease not extended in time
+    is taken for a lost process's)."""
+    key = lease.request_id
+    current = _busy_deadline.get()
+    if current is None or current[0] != key:
+        current = (key, time.monotonic() + busy_wait_seconds())
+        _busy_deadline.set(current)
+    try:
+        await books.ledger.reserve(lease)
+        return
+    except BudgetBusy as refused:
+        busy = refused
+    turn = books.waiting_turn(lease)
+    try:
+        await asyncio.wait_for(turn.acquire(), max(0.0, current[1] - time.monotonic()))
+    except TimeoutError:
+        busy.retry_after_ms = books.settle_estimate_ms(lease)
+        raise busy from None
+    try:
+        while True:
+            now = budgets.first_refusal(lease, await books.ledger.snapshot(lease.refs))
+            if not isinstance(now, BudgetBusy):
+                try:
+                    # Room, or used up: the ledger decides, atomically. Never cut short
+                    # by the deadline: a reservation made must be known to be made.
+                    await books.ledger.reserve(lease)
+                    return
+                except BudgetBusy as refused:
+                    now = refused  # another process took the room first
+            busy = now
+            left = current[1] - time.monotonic()
+            if left <= 0:
+                busy.retry_after_ms = books.settle_estimate_ms(lease)
+                raise busy
+            await books.wait_for_settlement(min(left, BUSY_POLL_SECONDS))
+    finally:
+        turn.release()
+
+
+def refusal_error(exc: BudgetRefusal, request_id: str) -> GatewayError:
+    """The error frame of a budget refusal: 402 `budget_exhausted` when the budget is
+    used up (not retryable until it resets), 429 `budget_busy` when reservations in
+    flight fill it (retryable, with the estimate of when one settles)."""
+    if isinstance(exc, BudgetBusy):
+        return GatewayError(ErrorCode.RATE_LIMITED, exc.message(), request_id=request_id, retryable=True,
+                            retry_after_ms=exc.retry_after_ms or int(BUSY_POLL_SECONDS * 1000), name=BUDGET_BUSY)
+    return GatewayError(ErrorCode.BUDGET_EXHAUSTED, exc.message(), request_id=request_id)
 
 
 def _past_soft_threshold(rule: BudgetRule, state: CounterState) -> int | None:

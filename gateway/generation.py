@@ -18,13 +18,13 @@ from typing import Awaitable, Callable
 from django.conf import settings
 from django.utils import timezone
 
-from billing.budgets import BudgetExhausted
+from billing.budgets import BudgetBusy, BudgetRefusal
 from billing.models import UsageRecord
 from billing.money import Prices, format_usd, request_cost
 from billing.recorder import usage_recorder
 from billing.services import UsageDraft
 from gateway import protocol
-from gateway.budgeting import release_attempt, remaining_after, reserve_attempt
+from gateway.budgeting import refusal_error, release_attempt, remaining_after, reserve_attempt
 from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
 from gateway.health import health
@@ -100,13 +100,16 @@ async def serve_request(*, principal: KeyPrincipal, frame: LlmRequestFrame, stat
             try:
                 opened = await _open_first_token(decision, frame, principal, messages, prompt_tokens, draft)
                 break
-            except BudgetExhausted as exc:
+            except BudgetRefusal as exc:
+                # Used up: 402. Busy (reservations in flight, still there after the
+                # bounded wait): 429 budget_busy, or the fallback route if it has one.
                 if exc.fallback_route is None or len(fallbacks) >= MAX_BUDGET_FALLBACKS:
-                    raise GatewayError(ErrorCode.BUDGET_EXHAUSTED, exc.message(), request_id=request_id) from None
+                    raise refusal_error(exc, request_id) from None
                 if not principal.may_request(exc.fallback_route):
-                    # A fallback this key may not use is no way out: the budget is used up for it.
-                    raise GatewayError(ErrorCode.BUDGET_EXHAUSTED, f"{exc.message()}; its fallback route is not "
-                                       "among this API key's allowed models", request_id=request_id) from None
+                    # A fallback this key may not use is no way out: the budget refuses as it would alone.
+                    error = refusal_error(exc, request_id)
+                    error.message = f"{error.message}; its fallback route is not among this API key's allowed models"
+                    raise error from None
                 fallbacks.append({"budget": exc.ref.rule.name, "from": decision.route or decision.target.name,
                                   "to": exc.fallback_route})
                 name = exc.fallback_route
@@ -289,7 +292,7 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
     request_id = draft.client_request_id
     params = frame.parameters
     last_error: UpstreamError | None = None
-    last_refusal: GatewayError | BudgetExhausted | None = None
+    last_refusal: GatewayError | BudgetRefusal | None = None
     tried = 0
     for target in decision.candidates:
         if tried >= decision.max_attempts:
@@ -305,13 +308,17 @@ async def _open_first_token(decision: RouteDecision, frame: LlmRequestFrame, pri
         try:
             await reserve_attempt(draft=draft, principal=principal, decision=decision, target=target,
                                   prompt_tokens=prompt.prompt_tokens, max_tokens=max_tokens)
-        except BudgetExhausted as exc:
+        except BudgetRefusal as exc:
             if exc.ref.rule.deployment_id is None or exc.fallback_route is not None:
                 raise
-            # Only this deployment's own budget is used up: another candidate may serve.
-            decision.attempts.append({"deployment": target.name, "error": f"budget {exc.ref.rule.name!r} used up",
-                                      "code": int(ErrorCode.BUDGET_EXHAUSTED)})
-            last_refusal = exc
+            # Only this deployment's own budget is used up (or still busy after the
+            # wait): another candidate may serve.
+            busy = isinstance(exc, BudgetBusy)
+            decision.attempts.append({"deployment": target.name,
+                                      "error": f"budget {exc.ref.rule.name!r} {'busy' if busy else 'used up'}",
+                                      "code": int(ErrorCode.RATE_LIMITED if busy else ErrorCode.BUDGET_EXHAUSTED)})
+            if not isinstance(last_refusal, BudgetBusy):  # busy is the truer answer: a retry may fit
+                last_refusal = exc
             continue
         call = UpstreamCall(
             target=target, messages=prompt.messages, max_tokens=max_tokens, temperature=params.temperature,

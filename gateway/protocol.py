@@ -46,6 +46,9 @@ ERROR_NAMES: dict[ErrorCode, str] = {
     ErrorCode.NO_HEALTHY_DEPLOYMENT: "no_healthy_deployment",
     ErrorCode.UPSTREAM_TIMEOUT: "upstream_timeout",
 }
+# A 429 with its own name: a budget's room is held by reservations of requests in
+# flight (not used up; retry after `retry_after_ms`). Other 429s are `rate_limited`.
+BUDGET_BUSY = "budget_busy"
 
 
 class CloseCode(IntEnum):
@@ -62,17 +65,18 @@ class GatewayError(Exception):
     """An error the client is told about in an `error` frame."""
 
     def __init__(self, code: ErrorCode, message: str, *, request_id: str | None = None,
-                 retryable: bool = False, retry_after_ms: int | None = None):
+                 retryable: bool = False, retry_after_ms: int | None = None, name: str | None = None):
         super().__init__(message)
         self.code = ErrorCode(code)
         self.message = message
         self.request_id = request_id
         self.retryable = retryable
         self.retry_after_ms = retry_after_ms
+        self.name = name  # the `error` name, when not the code's own (BUDGET_BUSY)
 
     def frame(self) -> dict[str, Any]:
         return error_frame(self.code, self.message, request_id=self.request_id,
-                           retryable=self.retryable, retry_after_ms=self.retry_after_ms)
+                           retryable=self.retryable, retry_after_ms=self.retry_after_ms, name=self.name)
 
 
 # --- Client -> server frames -------------------------------------------------------
@@ -332,11 +336,11 @@ def response_end_frame(*, request_id: str, finish_reason: str, prompt_tokens: in
 
 
 def error_frame(code: ErrorCode, message: str, *, request_id: str | None = None, retryable: bool = False,
-                retry_after_ms: int | None = None) -> dict[str, Any]:
+                retry_after_ms: int | None = None, name: str | None = None) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error"}
     if request_id is not None:
         frame["request_id"] = request_id
-    frame.update(code=int(code), error=ERROR_NAMES[ErrorCode(code)], message=message, retryable=retryable)
+    frame.update(code=int(code), error=name or ERROR_NAMES[ErrorCode(code)], message=message, retryable=retryable)
     if retry_after_ms is not None:
         frame["retry_after_ms"] = retry_after_ms
     return frame

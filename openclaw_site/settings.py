@@ -214,6 +214,9 @@ GATEWAY = {
     # BUDGET_LEASE_SECONDS (their process died). See docs/budgets.md.
     "BUDGET_LEASE_SECONDS": env_int("OPENCLAW_BUDGET_LEASE_SECONDS", 30, minimum=2),
     "BUDGET_LEASE_EXTEND_SECONDS": env_int("OPENCLAW_BUDGET_LEASE_EXTEND_SECONDS", 1, minimum=1),
+    # A request whose budget room is held by reservations in flight waits this long for
+    # them to settle before it is answered 429 budget_busy (docs/budgets.md).
+    "BUDGET_BUSY_WAIT_MS": env_int("OPENCLAW_BUDGET_BUSY_WAIT_MS", 1500, minimum=0),
 }
 
 # --- Failed logins: API-key throttling, admin lockout, client addresses ------------------

@@ -8,8 +8,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from billing.budgets import (
-    EPOCH, BudgetExhausted, BudgetRule, CounterRef, CounterState, Lease, applicable, load_budgets, plan_lease,
-    remaining, reserved_prompt_tokens, window_bounds,
+    EPOCH, BudgetBusy, BudgetExhausted, BudgetRule, CounterRef, CounterState, Lease, applicable, first_refusal,
+    load_budgets, plan_lease, remaining, reserved_prompt_tokens, verdict, window_bounds,
 )
 from billing.models import Budget
 from billing.money import Prices
@@ -201,9 +201,9 @@ def lease(nanos=815_000, tokens=176) -> Lease:
 
 def test_a_dollar_refusal_says_what_was_used_what_the_request_could_cost_and_when_it_resets():
     budget = rule(limit_nanos=1_000_000_000)
-    exc = BudgetExhausted(ref(budget), CounterState(spent_nanos=999_000_000, reserved_nanos=500_000), lease())
+    exc = BudgetExhausted(ref(budget), CounterState(spent_nanos=999_500_000, reserved_nanos=500_000), lease())
     assert exc.message() == (
-        "budget 'monthly' (organization, month) is used up: $0.9995 of $1 spent or reserved, "
+        "budget 'monthly' (organization, month) is used up: $0.9995 of $1 spent, "
         "and this request could cost up to $0.000815; it resets at 2028-03-01T00:00:00Z")
     assert str(exc) == exc.message()
     assert exc.fallback_route is None
@@ -212,11 +212,11 @@ def test_a_dollar_refusal_says_what_was_used_what_the_request_could_cost_and_whe
 def test_a_token_refusal_counts_tokens():
     budget = rule(name="daily tokens", scope="key", api_key_id=3, window="day", limit_nanos=1_000_000_000,
                   limit_tokens=1000)
-    exc = BudgetExhausted(ref(budget, utc(2028, 2, 11)), CounterState(spent_nanos=10, spent_tokens=800,
+    exc = BudgetExhausted(ref(budget, utc(2028, 2, 11)), CounterState(spent_nanos=10, spent_tokens=900,
                                                                     reserved_tokens=100), lease())
     # The dollar limit has room: only the token limit is mentioned.
     assert exc.message() == (
-        "budget 'daily tokens' (API key, day) is used up: 900 of 1000 tokens spent or reserved, "
+        "budget 'daily tokens' (API key, day) is used up: 900 of 1000 tokens spent, "
         "and this request could use up to 176; it resets at 2028-02-11T00:00:00Z")
 
 
@@ -225,16 +225,16 @@ def test_a_refusal_on_both_limits_names_both():
     exc = BudgetExhausted(ref(budget, utc(2028, 2, 10, 13)),
                           CounterState(spent_nanos=250_000, spent_tokens=50), lease())
     assert exc.message() == (
-        "budget 'both' (end user, hour) is used up: $0.00025 of $0.001 spent or reserved, and this request "
-        "could cost up to $0.000815; 50 of 200 tokens spent or reserved, and this request could use up to 176; "
+        "budget 'both' (end user, hour) is used up: $0.00025 of $0.001 spent, and this request "
+        "could cost up to $0.000815; 50 of 200 tokens spent, and this request could use up to 176; "
         "it resets at 2028-02-10T13:00:00Z")
 
 
 def test_a_lifetime_refusal_does_not_reset_and_carries_the_fallback():
     budget = rule(name="trial", window="lifetime", limit_tokens=100, route_id=4, fallback_route="cheap")
     exc = BudgetExhausted(ref(budget, None), CounterState(spent_tokens=100), lease(tokens=17))
-    assert exc.message() == ("budget 'trial' (organization, lifetime) is used up: 100 of 100 tokens spent or "
-                             "reserved, and this request could use up to 17; it does not reset")
+    assert exc.message() == ("budget 'trial' (organization, lifetime) is used up: 100 of 100 tokens spent, "
+                             "and this request could use up to 17; it does not reset")
     assert exc.fallback_route == "cheap"
 
 
@@ -242,6 +242,33 @@ def test_a_refusal_with_room_left_says_so():
     exc = BudgetExhausted(ref(rule(limit_tokens=1000)), CounterState(), lease(tokens=10))
     assert exc.message() == ("budget 'monthly' (organization, month) is used up: no room left; "
                              "it resets at 2028-03-01T00:00:00Z")
+
+
+def test_only_settled_spend_uses_a_budget_up_reservations_make_it_busy():
+    budget = rule(limit_nanos=1_000_000, limit_tokens=1000)
+    worst = lease(nanos=300_000, tokens=100)
+    assert verdict(budget, CounterState(spent_nanos=700_000), worst) is None  # exactly fits
+    assert verdict(budget, CounterState(spent_nanos=700_001), worst) == "exhausted"
+    assert verdict(budget, CounterState(spent_nanos=100_000, reserved_nanos=600_001), worst) == "busy"
+    assert verdict(budget, CounterState(spent_tokens=901, reserved_tokens=10), worst) == "exhausted"
+    assert verdict(budget, CounterState(spent_tokens=500, reserved_tokens=401), worst) == "busy"
+    assert verdict(rule(limit_tokens=10), CounterState(), worst) == "exhausted"  # never fits, however long one waits
+
+
+def test_a_used_up_budget_is_reported_before_a_busy_one_and_fallbacks_first():
+    busy_rule = rule(1, name="busy", limit_nanos=1_000_000)
+    used_rule = rule(2, name="used", limit_nanos=1_000_000)
+    fallback_rule = rule(3, name="premium", limit_nanos=1_000_000, route_id=4, fallback_route="cheap")
+    worst = lease(nanos=300_000, tokens=100)
+    worst.refs = [ref(busy_rule), ref(used_rule), ref(fallback_rule)]
+    busy, used = CounterState(reserved_nanos=900_000), CounterState(spent_nanos=900_000)
+    refusal = first_refusal(worst, [busy, used, used])
+    assert isinstance(refusal, BudgetExhausted) and refusal.ref.rule.name == "premium"
+    refusal = first_refusal(worst, [busy, used, CounterState()])
+    assert isinstance(refusal, BudgetExhausted) and refusal.ref.rule.name == "used"
+    refusal = first_refusal(worst, [busy, CounterState(), busy])
+    assert isinstance(refusal, BudgetBusy) and refusal.ref.rule.name == "premium"
+    assert first_refusal(worst, [CounterState(), CounterState(), CounterState()]) is None
 
 
 def test_no_budgets_leave_no_remaining():

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from billing.budgets import BudgetExhausted, BudgetRule, counter_refs, plan_lease
+from billing.budgets import BudgetBusy, BudgetExhausted, BudgetRule, counter_refs, plan_lease
 from billing.ledger import DatabaseLedger, RedisLedger
 from billing.models import Budget, UsageRecord
 from billing.money import Prices
@@ -62,14 +62,16 @@ async def test_a_window_rolls_over_at_the_calendar_boundary(books, org, issued_k
     first = lease_for(rule, at=before)  # 10 + 10% + 16 = 27 prompt + 100 = 127 tokens
     await books.reserve(first)
     await books.reserve(second := lease_for(rule, at=before))
-    with pytest.raises(BudgetExhausted) as refused:
+    with pytest.raises(BudgetBusy):  # 254 reserved + 127 > 300, but nothing is spent yet
         await books.reserve(lease_for(rule, at=before))
-    assert "resets at 2026-11-27T11:00:00Z" in refused.value.message()
     await books.reserve(lease_for(rule, at=after))  # a new hour, a new counter
     await settle(books, first, cost=Decimal("0.001"), tokens=110, issued_key=issued_key, at=before)
     await settle(books, second, cost=Decimal("0.001"), tokens=110, issued_key=issued_key, at=before)
     [state] = await books.snapshot(counter_refs([rule], end_user="", at=before))
     assert (state.spent_tokens, state.reserved_tokens) == (220, 0)
+    with pytest.raises(BudgetExhausted) as refused:  # 220 spent + 127 > 300: used up until 11:00
+        await books.reserve(lease_for(rule, at=before))
+    assert "resets at 2026-11-27T11:00:00Z" in refused.value.message()
 
 
 async def test_settlement_is_idempotent_and_a_release_frees_the_room(books, org, issued_key):
@@ -80,7 +82,7 @@ async def test_settlement_is_idempotent_and_a_release_frees_the_room(books, org,
     await books.reserve(lease)
     assert lease.after[0].reserved_nanos == 1_067_500
     await books.reserve(other := lease_for(rule, at=now))
-    with pytest.raises(BudgetExhausted):
+    with pytest.raises(BudgetBusy):
         await books.reserve(lease_for(rule, at=now))
     await books.release(other)
     await books.release(other)  # twice: nothing more is given back
@@ -179,7 +181,7 @@ async def test_redis_counters_are_rebuilt_from_usage_and_leases_put_back(org, is
     [state] = await books.snapshot(counter_refs([rule], end_user="", at=now))
     assert state.spent_tokens == 300  # rebuilt from the usage record
     assert state.reserved_tokens == 2 * 127  # the re-asserted lease and the new one
-    with pytest.raises(BudgetExhausted):
+    with pytest.raises(BudgetBusy):
         await books.reserve(lease_for(rule, at=now, max_tokens=500))  # 300 + 254 + 527 > 1000
 
 
@@ -193,4 +195,54 @@ async def test_a_budget_created_mid_window_counts_the_spend_already_in_it(books,
     rule = await asyncio.to_thread(rule_of, budget)
     with pytest.raises(BudgetExhausted) as refused:  # $0.001 spent + $0.0010675 > $0.002
         await books.reserve(lease_for(rule, at=now))
-    assert "$0.001 of $0.002 spent or reserved" in refused.value.message()
+    assert "$0.001 of $0.002 spent" in refused.value.message()
+
+
+# --- Used up or busy: only settled spend uses a budget up --------------------------------
+
+async def test_reservations_in_flight_make_a_budget_busy_and_only_settled_spend_uses_it_up(books, org, issued_key):
+    budget = await Budget.objects.acreate(org=org, name="trial", window="lifetime", limit_usd=Decimal("0.0025"))
+    rule = await asyncio.to_thread(rule_of, budget)
+    now = timezone.now()
+    first, second = lease_for(rule, at=now), lease_for(rule, at=now)  # $0.0010675 each at worst
+    await books.reserve(first)
+    await books.reserve(second)
+    with pytest.raises(BudgetBusy) as busy:  # nothing spent: the two reservations are in the way
+        await books.reserve(lease_for(rule, at=now))
+    assert (busy.value.state.spent_nanos, busy.value.state.reserved_nanos) == (0, 2_135_000)
+    assert busy.value.message() == (
+        "budget 'trial' (organization, lifetime) is busy: $0 of $0.0025 spent and $0.002135 reserved by requests "
+        "in flight, and this request could cost up to $0.0010675; it is not used up: retry when the reservations "
+        "in flight settle")
+    # The first settles far below its worst case: the third now fits.
+    await settle(books, first, cost=Decimal("0.0003"), tokens=40, issued_key=issued_key, at=now)
+    await books.reserve(third := lease_for(rule, at=now))
+    await settle(books, second, cost=Decimal("0.0003"), tokens=40, issued_key=issued_key, at=now)
+    await settle(books, third, cost=Decimal("0.0003"), tokens=40, issued_key=issued_key, at=now)
+    await books.reserve(fourth := lease_for(rule, at=now))  # $0.0009 spent + $0.0010675 fits
+    with pytest.raises(BudgetBusy):
+        await books.reserve(lease_for(rule, at=now))
+    await settle(books, fourth, cost=Decimal("0.0009"), tokens=100, issued_key=issued_key, at=now)
+    # $0.0018 spent: $0.0007 left, less than a worst case. Used up, whatever is in flight.
+    with pytest.raises(BudgetExhausted) as used_up:
+        await books.reserve(lease_for(rule, at=now))
+    assert used_up.value.message() == (
+        "budget 'trial' (organization, lifetime) is used up: $0.0018 of $0.0025 spent, and this request could "
+        "cost up to $0.0010675; it does not reset")
+    [state] = await books.snapshot(counter_refs([rule], end_user="", at=now))
+    assert (state.spent_nanos, state.reserved_nanos) == (1_800_000, 0)  # a refusal reserves nothing
+
+
+async def test_a_token_budget_is_busy_on_reserved_tokens_and_used_up_on_spent_ones(books, org, issued_key):
+    budget = await Budget.objects.acreate(org=org, name="tokens", window="day", limit_tokens=300)
+    rule = await asyncio.to_thread(rule_of, budget)
+    now = timezone.now()
+    await books.reserve(held := lease_for(rule, at=now))  # 127 tokens at worst
+    with pytest.raises(BudgetBusy) as busy:
+        await books.reserve(lease_for(rule, at=now, max_tokens=200))  # 127 + 227 > 300
+    assert "0 of 300 tokens spent and 127 reserved by requests in flight" in busy.value.message()
+    await settle(books, held, cost=Decimal("0.0001"), tokens=100, issued_key=issued_key, at=now)
+    with pytest.raises(BudgetExhausted) as used_up:  # 100 spent + 227 > 300
+        await books.reserve(lease_for(rule, at=now, max_tokens=200))
+    assert "100 of 300 tokens spent, and this request could use up to 227" in used_up.value.message()
+    await books.reserve(lease_for(rule, at=now))  # 100 + 127 fits

@@ -4,6 +4,7 @@ process killed mid-stream, Redis losing its data mid-run, and every ending settl
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from decimal import Decimal
@@ -81,7 +82,7 @@ async def settled_state(stack: Stack, budget_id: int, timeout: float = 10) -> di
 
 async def burst(urls: list[str], key: str, *, connections: int, per_connection: int, prompt: str) -> list[dict]:
     """Send every request at once over `connections` sockets spread across `urls`;
-    return each request's terminal frame."""
+    return each request's terminal frame (no retries)."""
     sockets = [await authed_socket(urls[i % len(urls)], key, max_size=None) for i in range(connections)]
     for c, ws in enumerate(sockets):
         for i in range(per_connection):
@@ -97,7 +98,9 @@ async def assert_limit_held(stack: Stack, budget_id: int, limit: Decimal, termin
     served = [f for f in terminals if f["type"] == "llm_response_end"]
     refused = [f for f in terminals if f["type"] == "error"]
     assert len(served) + len(refused) == expected
-    assert {f["code"] for f in refused} <= {402}, [f for f in refused if f["code"] != 402][:3]
+    # Used up (402), or busy with reservations in flight past the wait (429
+    # budget_busy, retryable): these clients do not retry.
+    assert {(f["code"], f["error"]) for f in refused} <= {(402, "budget_exhausted"), (429, "budget_busy")}, refused[:3]
     rows = await asyncio.to_thread(stack.wait_for_rows, "SELECT 1 FROM billing_usagerecord", count=expected)
     assert len(rows) == expected  # one usage record per request, refused ones included
     total, _ = await asyncio.to_thread(usage_total, stack)
@@ -292,3 +295,128 @@ async def test_a_filtered_budget_reroutes_at_rate_card_prices_over_real_sockets(
     assert (Decimal(str(rows[0][0])), Decimal(str(rows[0][1]))) == (Decimal(5), Decimal(15))
     state = await settled_state(budget_stack, org_budget)
     assert state["spent_nanos"] == int(expected * 10**9) and state["reserved_nanos"] == 0
+
+
+# --- A burst against a small budget, with clients that retry retryable answers -------------
+
+def set_key_budget(stack: Stack, *, limit_usd: str, name: str) -> int:
+    """Replace the demo org's budgets with one lifetime budget on the stack's key (and drop
+    its rate cards: list prices); returns its id."""
+    lookup = stack.api_key.split("_")[1]
+    script = (
+        "from decimal import Decimal; from billing.models import Budget, RateCard; from tenants.models import ApiKey; "
+        f"key = ApiKey.objects.get(lookup={lookup!r}); Budget.objects.filter(org=key.org).delete(); "
+        "RateCard.objects.filter(org=key.org).delete(); "
+        f"print(Budget.objects.create(org=key.org, name={name!r}, scope='key', api_key=key, window='lifetime', "
+        f"limit_usd=Decimal({limit_usd!r})).pk)"
+    )
+    return int(stack.manage("shell", "-c", script).strip().splitlines()[-1])
+
+
+async def retrying_burst(urls: list[str], key: str, *, connections: int, per_connection: int, prompt: str,
+                         max_tokens: int) -> tuple[dict[str, dict], list[dict]]:
+    """Send every request at once over `connections` sockets spread across `urls`, as a
+    client that trusts the protocol does: a `retryable` error is sent again after its
+    `retry_after_ms`, anything else is final. Returns each request's final frame and
+    every retryable error seen."""
+    finals: dict[str, dict] = {}
+    retried: list[dict] = []
+
+    async def one_socket(c: int) -> None:
+        ws = await authed_socket(urls[c % len(urls)], key, max_size=None)
+        starts: dict[str, dict] = {}
+
+        async def send(request_id: str, delay_ms: int = 0) -> None:
+            await asyncio.sleep(delay_ms / 1000)
+            await send_frame(ws, {"type": "llm_request", "request_id": request_id, "model": "gpt-4-turbo",
+                                  "prompt": prompt, "parameters": {"max_tokens": max_tokens}})
+
+        resends = []
+        for i in range(per_connection):
+            await send(f"r{c}-{i}")
+        done = 0
+        while done < per_connection:
+            frame = await next_frame(ws, timeout=60)
+            if frame["type"] == "llm_response_start":
+                starts[frame["request_id"]] = frame
+            elif frame["type"] == "error" and frame["retryable"]:
+                retried.append(frame)
+                resends.append(asyncio.create_task(send(frame["request_id"], frame["retry_after_ms"])))
+            elif frame["type"] in ("error", "llm_response_end"):
+                finals[frame["request_id"]] = frame | {"start": starts.get(frame["request_id"])}
+                done += 1
+        await asyncio.gather(*resends)
+        await ws.close()
+
+    await asyncio.gather(*(one_socket(c) for c in range(connections)))
+    return finals, retried
+
+
+# A key's lifetime budget of $0.004 against 48 requests of at most 40 tokens (gpt-4-turbo,
+# $10 / $30 per million): a worst case is about $0.0015, so two fit at once, but each
+# request really produces 10 tokens (about $0.0004): six are served before settled spend
+# leaves no room for another worst case.
+BURST_LIMIT = Decimal("0.004")
+BURST_PROMPT = "say ten words [[mock tokens=10 rate=100]]"
+
+
+def worst_case(start: dict) -> Decimal:
+    """The reservation of a request, from its start frame: the counted prompt plus the
+    margin (10 %, rounded up, + 16) at $10/M, and max_tokens at $30/M."""
+    prompt = -(-start["prompt_tokens"] * 11 // 10) + 16
+    return (Decimal(10) * prompt + Decimal(30) * start["max_tokens"]) / 1_000_000
+
+
+async def assert_burst_spends_the_budget(stack: Stack, urls: list[str]) -> None:
+    await asyncio.to_thread(clear_usage, stack)
+    budget_id = await asyncio.to_thread(set_key_budget, stack, limit_usd=str(BURST_LIMIT), name="trial key")
+    await asyncio.sleep(1.1)  # budgets are cached for a second
+    finals, retried = await retrying_burst(urls, stack.api_key, connections=6, per_connection=8,
+                                           prompt=BURST_PROMPT, max_tokens=40)
+    served = [f for f in finals.values() if f["type"] == "llm_response_end"]
+    refused = [f for f in finals.values() if f["type"] == "error"]
+    assert len(finals) == 48 and served
+    # Retryable answers were budget_busy (reservations in flight), with an estimate.
+    for frame in retried:
+        assert (frame["code"], frame["error"]) == (429, "budget_busy"), frame
+        assert frame["retry_after_ms"] > 0 and "in flight" in frame["message"]
+    usage = served[0]["usage"]  # at list prices ($10 / $30 per million), as worst_case assumes
+    assert Decimal(served[0]["cost_usd"]) == (Decimal(10) * usage["prompt_tokens"]
+                                              + Decimal(30) * usage["completion_tokens"]) / 1_000_000
+    worst = worst_case(served[0]["start"])
+    # A request is refused for good only when settled spend leaves no room for its worst case.
+    for frame in refused:
+        assert (frame["code"], frame["error"], frame["retryable"]) == (402, "budget_exhausted", False), frame
+        spent = Decimal(re.search(r"used up: \$([0-9.]+) of \$0\.004 spent", frame["message"]).group(1))
+        assert spent + worst > BURST_LIMIT, frame["message"]
+    # One usage record per answer (each retry is a request of its own); the busy ones
+    # are rejected records with no tokens.
+    answers = len(finals) + len(retried)
+    rows = await asyncio.to_thread(stack.wait_for_rows, "SELECT 1 FROM billing_usagerecord", count=answers)
+    assert len(rows) == answers
+    busy_rows = await asyncio.to_thread(stack.query, "SELECT status, prompt_tokens, completion_tokens, cost_usd "
+                                                     "FROM billing_usagerecord WHERE error_code = 429")
+    assert len(busy_rows) == len(retried)
+    assert all((r[0], r[1], r[2], Decimal(str(r[3]))) == ("rejected", 0, 0, 0) for r in busy_rows)
+    # The budget is spent to within one worst case, and never past it.
+    total, _ = await asyncio.to_thread(usage_total, stack)
+    assert BURST_LIMIT - worst < total <= BURST_LIMIT, (total, worst, len(served))
+    state = await settled_state(stack, budget_id)
+    assert (state["reserved_nanos"], state["open_leases"]) == (0, 0), state
+    print(f"burst over {len(urls)} process(es): {len(served)} served, {len(refused)} refused 402, "
+          f"{len(retried)} answered 429 budget_busy and retried; spent ${total} of ${BURST_LIMIT} (worst case ${worst})")
+
+
+async def test_a_burst_with_retrying_clients_spends_a_small_budget_to_within_one_worst_case(budget_stack):
+    await assert_burst_spends_the_budget(budget_stack, [budget_stack.url()])
+
+
+async def test_a_burst_over_two_processes_spends_a_small_budget_to_within_one_worst_case(budget_stack):
+    """Two gateway processes share the ledger: the database's (embedded pass, SQLite) or
+    Redis (services pass). A settlement in one wakes the other's waiters by polling
+    (database) or at once (Redis publishes it)."""
+    second = budget_stack.start_gateway(OPENCLAW_MAX_IN_FLIGHT="50", OPENCLAW_BUDGET_LEASE_SECONDS=LEASE_SECONDS)
+    try:
+        await assert_burst_spends_the_budget(budget_stack, [budget_stack.url(), budget_stack.url(second)])
+    finally:
+        _stop(budget_stack, second)

@@ -132,7 +132,11 @@ async def test_concurrent_requests_never_pass_the_limit(org, issued_key, deploym
     served = [f for f in outcomes if f["type"] == "llm_response_end"]
     refused = [f for f in outcomes if f["type"] == "error"]
     assert len(served) + len(refused) == 40
-    assert all(f["code"] == 402 for f in refused)
+    # Used up (402), or still busy with reservations in flight after the wait (429,
+    # retryable: this client does not retry; the end-to-end burst tests do).
+    for f in refused:
+        assert (f["code"], f["error"], f["retryable"]) in ((402, "budget_exhausted", False),
+                                                           (429, "budget_busy", True)), f
     assert 5 <= len(served) < 40
     total = sum([r.cost_usd async for r in UsageRecord.objects.all()], Decimal(0))
     rows = [(r.client_request_id, r.status, r.prompt_tokens, r.completion_tokens, str(r.cost_usd), r.max_tokens) async for r in UsageRecord.objects.exclude(status="rejected")]
@@ -243,3 +247,100 @@ async def test_rate_card_prices_are_applied_and_kept_with_the_usage(org, issued_
     expected = (Decimal(2) * record.prompt_tokens + Decimal(8) * record.completion_tokens) / 1_000_000
     assert record.cost_usd == expected
     assert end["cost_usd"] == format(expected.normalize(), "f")
+
+
+# --- Busy, not used up: reservations in flight ------------------------------------------
+
+async def _start_holder(comm, request_id: str, prompt: str, max_tokens: int) -> None:
+    """A request that holds its reservation: streaming (its first token received)."""
+    await send_frame(comm, {"type": "llm_request", "request_id": request_id, "model": "mock-fast",
+                            "prompt": prompt, "parameters": {"max_tokens": max_tokens}})
+    while (await next_frame(comm, timeout=30))["type"] != "llm_token":
+        pass
+
+
+async def test_a_request_waits_for_reservations_in_flight_and_is_served_when_they_settle(
+        org, issued_key, deployment, settings):
+    settings.GATEWAY = {**settings.GATEWAY, "BUDGET_BUSY_WAIT_MS": 20_000}  # generous: the machine may be slow
+    # A worst case of 200 output tokens is about $0.0021; two do not fit at once in
+    # $0.003, but the first really uses 10 tokens (about $0.0001).
+    await Budget.objects.acreate(org=org, name="small", window="lifetime", limit_usd=Decimal("0.003"))
+    holder, _ = await authed(issued_key)
+    await _start_holder(holder, "first", "go [[mock tokens=10 rate=10]]", 200)
+    comm, _ = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "second", "model": "mock-fast",
+                            "prompt": "go [[mock tokens=3]]", "parameters": {"max_tokens": 200}})
+    assert (await collect(holder, timeout=30))["first"][-1]["type"] == "llm_response_end"
+    frames = (await collect(comm, timeout=30))["second"]
+    assert frames[-1]["type"] == "llm_response_end", frames  # not a 402: the budget was never used up
+    await holder.disconnect()
+    await comm.disconnect()
+    await settled()
+    assert await no_open_leases()
+
+
+async def test_a_budget_still_busy_after_the_wait_answers_429_budget_busy(org, issued_key, deployment, settings,
+                                                                           monkeypatch):
+    from billing import notifications
+
+    notices = []
+    monkeypatch.setattr(notifications, "enqueue_budget_notice", lambda **notice: notices.append(notice["kind"]))
+    settings.GATEWAY = {**settings.GATEWAY, "BUDGET_BUSY_WAIT_MS": 300}
+    await Budget.objects.acreate(org=org, name="small", window="lifetime", limit_usd=Decimal("0.003"))
+    holder, _ = await authed(issued_key)
+    await _start_holder(holder, "long", "go [[mock tokens=200 rate=20]]", 200)  # ten seconds in flight
+    comm, _ = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "busy", "model": "mock-fast",
+                            "prompt": "go [[mock tokens=3]]", "parameters": {"max_tokens": 200}})
+    error = await next_frame(comm, timeout=30)
+    assert (error["type"], error["request_id"], error["code"], error["error"], error["retryable"]) == (
+        "error", "busy", 429, "budget_busy", True)
+    assert 50 <= error["retry_after_ms"] <= 30_000
+    assert error["message"].startswith("budget 'small' (organization, lifetime) is busy: $0 of $0.003 spent and ")
+    assert "reserved by requests in flight" in error["message"] and "not used up" in error["message"]
+    await send_frame(holder, {"type": "cancel", "request_id": "long"})
+    assert (await collect(holder, timeout=30))["long"][-1]["finish_reason"] == "cancelled"
+    await holder.disconnect()
+    await comm.disconnect()
+    await settled()
+    # Refused before upstream, like every refusal: one rejected record with no tokens.
+    record = await UsageRecord.objects.aget(client_request_id="busy")
+    assert (record.status, record.error_code, record.prompt_tokens, record.completion_tokens, record.cost_usd) == (
+        "rejected", 429, 0, 0, 0)
+    assert await no_open_leases()
+    assert "hard" not in notices  # busy is not used up: no hard-limit notification
+
+
+async def test_a_busy_fallback_budget_waits_then_falls_back(org, issued_key, make_deployment, settings):
+    """A filtered budget with a fallback that stays busy past the wait re-routes, as
+    when used up: the request is served (by the fallback) rather than told to retry."""
+    from gateway.models import Route, RouteCandidate
+
+    settings.GATEWAY = {**settings.GATEWAY, "BUDGET_BUSY_WAIT_MS": 300}
+    premium_dep = await asyncio.to_thread(make_deployment, "mock-premium", input_price="30", output_price="60")
+    cheap_dep = await asyncio.to_thread(make_deployment, "mock-cheap", input_price="0.5", output_price="1.5")
+    premium = await Route.objects.acreate(org=org, alias="premium", strategy="fallback")
+    cheap = await Route.objects.acreate(org=org, alias="cheap", strategy="fallback")
+    await RouteCandidate.objects.acreate(route=premium, deployment=premium_dep)
+    await RouteCandidate.objects.acreate(route=cheap, deployment=cheap_dep)
+    # Fits one premium worst case of 100 tokens (about $0.0071) at a time.
+    await Budget.objects.acreate(org=org, name="premium cap", window="month", limit_usd=Decimal("0.01"),
+                                 route=premium, hard_action="fallback", fallback_route=cheap)
+    holder, _ = await authed(issued_key)
+    await send_frame(holder, {"type": "llm_request", "request_id": "long", "model": "premium",
+                              "prompt": "go [[mock tokens=100 rate=10]]", "parameters": {"max_tokens": 100}})
+    while (await next_frame(holder, timeout=30))["type"] != "llm_token":
+        pass
+    comm, _ = await authed(issued_key)
+    await send_frame(comm, {"type": "llm_request", "request_id": "f", "model": "premium",
+                            "prompt": "hello [[mock tokens=4]]", "parameters": {"max_tokens": 100}})
+    frames = (await collect(comm, timeout=30))["f"]
+    start, end = frames[0], frames[-1]
+    assert end["type"] == "llm_response_end", frames
+    assert start["route"]["deployment"] == "mock-cheap"
+    assert start["route"]["budget_fallback"] == [{"budget": "premium cap", "from": "premium", "to": "cheap"}]
+    await send_frame(holder, {"type": "cancel", "request_id": "long"})
+    await collect(holder, timeout=30)
+    await holder.disconnect()
+    await comm.disconnect()
+    await settled()
