@@ -201,6 +201,9 @@ GATEWAY = {
     # SIGTERM: stop taking requests, let in-flight ones finish up to this long, close 1001.
     "SHUTDOWN_DRAIN_SECONDS": env_int("OPENCLAW_SHUTDOWN_DRAIN_SECONDS", 10, minimum=0),
     "AUTH_TIMEOUT_SECONDS": env_int("OPENCLAW_AUTH_TIMEOUT_SECONDS", 10, minimum=1),
+    # Slowloris: a client must send a whole HTTP request head (and body) within this
+    # long of connecting, or get 408 and be closed (openclaw_site/server.py).
+    "REQUEST_HEAD_TIMEOUT_SECONDS": env_int("OPENCLAW_REQUEST_HEAD_TIMEOUT_SECONDS", 10, minimum=1),
     "HEARTBEAT_SECONDS": env_int("OPENCLAW_HEARTBEAT_SECONDS", 20, minimum=1),
     # Used when a request names no max_tokens; always clamped by the deployment.
     "DEFAULT_MAX_TOKENS": env_int("OPENCLAW_DEFAULT_MAX_TOKENS", 1024, minimum=1),
