@@ -114,7 +114,8 @@ class HeadDeadlineChannel(http.HTTPChannel):
             self.transport.write(_REQUEST_TIMEOUT_RESPONSE)
         # Closes once the 408 is flushed; a peer that reads nothing is cut off
         # shortly after (connectionLost cancels the abort otherwise).
-        self._abortingCall = self.callLater(_ABORT_AFTER_408_SECONDS, self.forceAbortClient)
+        if self._abortingCall is None:
+            self._abortingCall = self.callLater(_ABORT_AFTER_408_SECONDS, self.forceAbortClient)
         self.loseConnection()
 
 
