@@ -24,6 +24,8 @@ def gateway_command(*, host: str, port: int) -> list[str]:
         "--ping-interval", str(settings.GATEWAY["HEARTBEAT_SECONDS"]),
         "--ping-timeout", str(settings.GATEWAY["HEARTBEAT_SECONDS"] * 2),
         "--application-close-timeout", "15",
+        # A whole request head within this long, or 408 and close (slowloris).
+        "--request-head-timeout", str(settings.GATEWAY["REQUEST_HEAD_TIMEOUT_SECONDS"]),
         "--access-log", "/dev/null",
         "openclaw_site.asgi:application",
     ]

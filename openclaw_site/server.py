@@ -1,4 +1,4 @@
-"""`python -m openclaw_site.server`: daphne, with three adaptations for the gateway.
+"""`python -m openclaw_site.server`: daphne, with a few adaptations for the gateway.
 
 1. A graceful end to the closing handshake. autobahn (daphne's WebSocket
    engine) answers a completed closing handshake by aborting the TCP
@@ -18,19 +18,35 @@
    them all (about 0.4 s on the benchmark machine), stalling every stream of the
    process at once. They are moved out of the collector's reach (`gc.freeze()`)
    once the application is loaded, before the first connection.
-5. No start-up cost on the first request: litellm's lazy first-call work (provider
+5. A deadline for each HTTP request (slowloris). Twisted only closes a
+   connection that sends nothing for 60 s, so a client trickling its request
+   head one byte every few seconds held a socket for ever. The head (and the
+   body, if any) must now be complete within `--request-head-timeout` seconds
+   of the connection opening, or of the first byte of the next request on a
+   kept-alive connection; past it the server answers 408 and closes.
+6. No start-up cost on the first request: litellm's lazy first-call work (provider
    modules, the streaming wrapper, tokenizer files) is done before serving
    (`gateway.providers.warm_up`).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 
+import daphne.http_protocol
+import daphne.server
 import daphne.ws_protocol
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from twisted.internet import defer
+from twisted.web import http
+
+DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0
+# After the 408, how long a peer that does not read may keep the socket before it is aborted.
+_ABORT_AFTER_408_SECONDS = 2.0
+_REQUEST_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                             b"Content-Type: text/plain\r\nContent-Length: 16\r\n\r\nrequest timeout\n")
 
 
 class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
@@ -46,7 +62,81 @@ class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
             super().serverClose(code)
 
 
+class HeadDeadlineChannel(http.HTTPChannel):
+    """Twisted's HTTP/1.1 channel with a deadline for receiving each whole request.
+
+    Armed when the connection opens, and on the first byte of each later request
+    of a kept-alive connection; disarmed once the request (head and body) is
+    complete, which is also the moment daphne hands a WebSocket upgrade over to
+    autobahn (whose own opening-handshake timeout then applies).
+    """
+
+    head_timeout: float = DEFAULT_REQUEST_HEAD_TIMEOUT
+    _head_deadline = None  # the pending IDelayedCall while a request is being read
+
+    def connectionMade(self):  # noqa: N802 (Twisted's name)
+        super().connectionMade()
+        self._arm_head_deadline()
+
+    def dataReceived(self, data):  # noqa: N802
+        if self._head_deadline is None and not self._handlingRequest:
+            self._arm_head_deadline()  # the first byte of the next request on a kept-alive connection
+        super().dataReceived(data)
+
+    def allContentReceived(self):  # noqa: N802
+        self._disarm_head_deadline()
+        super().allContentReceived()
+
+    def requestDone(self, request):  # noqa: N802
+        pipelined = bool(self._dataBuffer)
+        super().requestDone(request)
+        if pipelined and self.persistent and not self._handlingRequest:
+            self._arm_head_deadline()  # a pipelined request whose head is still incomplete
+
+    def connectionLost(self, reason):  # noqa: N802
+        self._disarm_head_deadline()
+        super().connectionLost(reason)
+
+    def _arm_head_deadline(self) -> None:
+        if self.head_timeout and self.head_timeout > 0:
+            self._head_deadline = self.callLater(self.head_timeout, self._head_deadline_passed)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            if self._head_deadline.active():
+                self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_deadline_passed(self) -> None:
+        self._head_deadline = None
+        self.setTimeout(None)  # Twisted's idle timeout has nothing left to do
+        self.dataReceived = lambda data: None  # whatever still arrives is not parsed
+        if not self.transport.disconnecting:
+            # No response is under way while a request is being read (pipelined
+            # requests are read only once the one before them is answered).
+            self.transport.write(_REQUEST_TIMEOUT_RESPONSE)
+        # Closes once the 408 is flushed; a peer that reads nothing is cut off
+        # shortly after (connectionLost cancels the abort otherwise).
+        if self._abortingCall is None:
+            self._abortingCall = self.callLater(_ABORT_AFTER_408_SECONDS, self.forceAbortClient)
+        self.loseConnection()
+
+
+class HeadDeadlineHTTPFactory(daphne.http_protocol.HTTPFactory):
+    """daphne's HTTP factory, building HeadDeadlineChannel instead of Twisted's HTTPChannel."""
+
+    def protocol(self):
+        channel = HeadDeadlineChannel()
+        channel.head_timeout = getattr(self.server, "request_head_timeout", DEFAULT_REQUEST_HEAD_TIMEOUT)
+        # The same wrapper Twisted's HTTPFactory builds (it switches to HTTP/2 when negotiated).
+        return http._GenericHTTPChannelProtocol(channel)
+
+
 class DrainingServer(Server):
+    def __init__(self, *args, request_head_timeout: float = DEFAULT_REQUEST_HEAD_TIMEOUT, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request_head_timeout = request_head_timeout
+
     @defer.inlineCallbacks
     def kill_all_applications(self):
         from gateway.lifecycle import drain  # Django is set up once the application is loaded
@@ -61,6 +151,19 @@ class DrainingServer(Server):
 class GatewayCommandLine(CommandLineInterface):
     server_class = DrainingServer
 
+    def __init__(self):
+        super().__init__()
+        self.parser.add_argument(
+            "--request-head-timeout", type=float, default=DEFAULT_REQUEST_HEAD_TIMEOUT,
+            help="seconds a client has to send a whole HTTP request head (and body) before it gets 408 "
+                 "and is closed; 0 disables",
+        )
+
+    def run(self, args):
+        options, _ = self.parser.parse_known_args(args)
+        self.server_class = functools.partial(DrainingServer, request_head_timeout=options.request_head_timeout)
+        super().run(args)
+
 
 def freeze_startup_objects() -> None:
     """Load the application now and exempt everything it allocated from collection."""
@@ -74,6 +177,7 @@ def freeze_startup_objects() -> None:
 
 def main() -> None:
     daphne.ws_protocol.WebSocketFactory.protocol = GracefulWebSocketProtocol
+    daphne.server.HTTPFactory = HeadDeadlineHTTPFactory  # what Server.run builds
     freeze_startup_objects()
     GatewayCommandLine.entrypoint()
 

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
+
+from openclaw_site.datadir import secure_data_dir, sqlite_path_of
 
 from openclaw_site.env import (
     check_fernet_keys,
@@ -42,7 +46,9 @@ MODE = env_str("OPENCLAW_MODE", "development")
 if MODE not in {"development", "production"}:
     raise ImproperlyConfigured(f"OPENCLAW_MODE must be 'development' or 'production', got {MODE!r}")
 PRODUCTION = MODE == "production"
-DEBUG = env_bool("DJANGO_DEBUG", default=not PRODUCTION)
+# Off unless a developer opts in (DJANGO_DEBUG=1), in both modes: DEBUG pages show
+# settings and paths to whoever triggers them, and DEBUG keeps every SQL query in memory.
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
 
 
 def _credential_key_default() -> str:
@@ -202,6 +208,9 @@ GATEWAY = {
     # SIGTERM: stop taking requests, let in-flight ones finish up to this long, close 1001.
     "SHUTDOWN_DRAIN_SECONDS": env_int("OPENCLAW_SHUTDOWN_DRAIN_SECONDS", 10, minimum=0),
     "AUTH_TIMEOUT_SECONDS": env_int("OPENCLAW_AUTH_TIMEOUT_SECONDS", 10, minimum=1),
+    # Slowloris: a client must send a whole HTTP request head (and body) within this
+    # long of connecting, or get 408 and be closed (openclaw_site/server.py).
+    "REQUEST_HEAD_TIMEOUT_SECONDS": env_int("OPENCLAW_REQUEST_HEAD_TIMEOUT_SECONDS", 10, minimum=1),
     "HEARTBEAT_SECONDS": env_int("OPENCLAW_HEARTBEAT_SECONDS", 20, minimum=1),
     # Used when a request names no max_tokens; always clamped by the deployment.
     "DEFAULT_MAX_TOKENS": env_int("OPENCLAW_DEFAULT_MAX_TOKENS", 1024, minimum=1),
@@ -304,10 +313,63 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
+# --- Security: file modes, bad hosts, HTTPS, HSTS, Content-Security-Policy -------------
+# (docs/operations.md, "Security settings"). Production mode passes `manage.py check --deploy`.
+
+# The data directory holds the embedded database (live sessions), broker files and
+# development secrets: 0700, its files 0600, fixed at every start.
+_sqlite_files = [path for path in (
+    sqlite_path_of(DATABASES["default"]["NAME"]) if DATABASES["default"]["ENGINE"].endswith("sqlite3") else None,
+    sqlite_path_of(CELERY_BROKER_URL),
+    sqlite_path_of(CELERY_RESULT_BACKEND),
+) if path is not None]
+secure_data_dir(DATA_DIR, _sqlite_files, create=not PRODUCTION or bool(_sqlite_files))
+
+# A request with a Host outside ALLOWED_HOSTS gets a plain 400, never DEBUG's technical page.
+MIDDLEWARE = ["openclaw_site.hosts.refuse_bad_hosts", *MIDDLEWARE]
+
+# Behind a TLS-terminating proxy: the header it sets to "https" on HTTPS requests (e.g.
+# X-Forwarded-Proto). Only when the proxy always sets or overwrites it: a client could send it.
+_proxy_ssl_header = env_str("DJANGO_SECURE_PROXY_SSL_HEADER").strip()
+if _proxy_ssl_header:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto, got {_proxy_ssl_header!r}")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+
 if PRODUCTION:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+    # Plain-HTTP requests are redirected to HTTPS, except the health endpoints (load
+    # balancers probe them over HTTP). WebSocket upgrades are not redirected.
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 365 * 86400, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
+
+# Content-Security-Policy on every response (django-csp 4 settings format). The admin
+# needs nothing but its own scripts, styles and images (its inline <script> blocks are
+# JSON data, which CSP does not block).
+INSTALLED_APPS = [*INSTALLED_APPS, "csp"]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "csp.middleware.CSPMiddleware")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF],
+        "style-src": [csp.SELF],
+        "img-src": [csp.SELF, "data:"],
+        "font-src": [csp.SELF],
+        "connect-src": [csp.SELF],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.NONE],
+        "frame-ancestors": [csp.NONE],
+        "form-action": [csp.SELF],
+    },
+}
+# --- end of the security block ----------------------------------------------------------
 
 LOGGING = {
     "version": 1,
