@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import platform
@@ -232,3 +233,14 @@ def write_docs(section: str) -> None:
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
     head = text.split(MARKER, 1)[0].rstrip("\n")
     DOCS.write_text(f"{head}\n\n{MARKER}\n\n{section}")
+
+
+def bench_main(argv, *, parse, run_inner, run_all, render) -> int:
+    """Entry point of a benchmark that measures in a child process: with `--inner`
+    (the measuring process) it prints one run's JSON, else the report."""
+    args = parse(argv)
+    if args.inner:
+        print(json.dumps(run_inner(args)))
+    else:
+        print(render(run_all(args), heading="##"))
+    return 0

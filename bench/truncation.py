@@ -230,12 +230,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    if args.inner:
-        print(json.dumps(run_inner(args)))
-        return 0
-    print(render(run_all(args), heading="##"))
-    return 0
+    return report.bench_main(argv, parse=parse, run_inner=run_inner, run_all=run_all, render=render)
 
 
 if __name__ == "__main__":

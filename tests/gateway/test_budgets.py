@@ -201,16 +201,23 @@ async def test_the_org_can_tell_clients_their_remaining_budget(org, issued_key, 
     await comm.disconnect()
 
 
-async def test_a_filtered_budget_falls_back_to_a_cheaper_route_and_still_counts_on_the_org(
-        org, issued_key, make_deployment):
+async def premium_and_cheap_routes(org, make_deployment):
+    """Two single-deployment routes: "premium" ($30/$60 per million) and "cheap" ($0.5/$1.5)."""
     from gateway.models import Route, RouteCandidate
 
-    premium_dep = await asyncio.to_thread(make_deployment, "mock-premium", input_price="30", output_price="60")
-    cheap_dep = await asyncio.to_thread(make_deployment, "mock-cheap", input_price="0.5", output_price="1.5")
-    premium = await Route.objects.acreate(org=org, alias="premium", strategy="fallback")
-    cheap = await Route.objects.acreate(org=org, alias="cheap", strategy="fallback")
-    await RouteCandidate.objects.acreate(route=premium, deployment=premium_dep)
-    await RouteCandidate.objects.acreate(route=cheap, deployment=cheap_dep)
+    routes = []
+    for alias, (input_price, output_price) in (("premium", ("30", "60")), ("cheap", ("0.5", "1.5"))):
+        deployment = await asyncio.to_thread(make_deployment, f"mock-{alias}", input_price=input_price,
+                                             output_price=output_price)
+        route = await Route.objects.acreate(org=org, alias=alias, strategy="fallback")
+        await RouteCandidate.objects.acreate(route=route, deployment=deployment)
+        routes.append(route)
+    return routes
+
+
+async def test_a_filtered_budget_falls_back_to_a_cheaper_route_and_still_counts_on_the_org(
+        org, issued_key, make_deployment):
+    premium, cheap = await premium_and_cheap_routes(org, make_deployment)
     await Budget.objects.acreate(org=org, name="premium cap", window="month", limit_usd=Decimal("0.000001"),
                                  route=premium, hard_action="fallback", fallback_route=cheap)
     org_budget = await Budget.objects.acreate(org=org, name="org", window="month", limit_usd=Decimal("10"))
@@ -314,15 +321,8 @@ async def test_a_budget_still_busy_after_the_wait_answers_429_budget_busy(org, i
 async def test_a_busy_fallback_budget_waits_then_falls_back(org, issued_key, make_deployment, settings):
     """A filtered budget with a fallback that stays busy past the wait re-routes, as
     when used up: the request is served (by the fallback) rather than told to retry."""
-    from gateway.models import Route, RouteCandidate
-
     settings.GATEWAY = {**settings.GATEWAY, "BUDGET_BUSY_WAIT_MS": 300}
-    premium_dep = await asyncio.to_thread(make_deployment, "mock-premium", input_price="30", output_price="60")
-    cheap_dep = await asyncio.to_thread(make_deployment, "mock-cheap", input_price="0.5", output_price="1.5")
-    premium = await Route.objects.acreate(org=org, alias="premium", strategy="fallback")
-    cheap = await Route.objects.acreate(org=org, alias="cheap", strategy="fallback")
-    await RouteCandidate.objects.acreate(route=premium, deployment=premium_dep)
-    await RouteCandidate.objects.acreate(route=cheap, deployment=cheap_dep)
+    premium, cheap = await premium_and_cheap_routes(org, make_deployment)
     # Fits one premium worst case of 100 tokens (about $0.0071) at a time.
     await Budget.objects.acreate(org=org, name="premium cap", window="month", limit_usd=Decimal("0.01"),
                                  route=premium, hard_action="fallback", fallback_route=cheap)
