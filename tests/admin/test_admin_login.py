@@ -79,3 +79,17 @@ def test_failures_and_lockouts_are_audited_as_bursts_not_a_row_each(client, oper
     stored = " ".join(str(e.data) for e in AuditEvent.objects.all())
     assert "wrong-" not in stored and PASSWORD not in stored and "guess" not in stored
     assert verify_chain("platform") == (True, None)
+
+
+@pytest.mark.parametrize("username,agent,named", [
+    ("oper\x00ator", "browser", "form field username.0: must not contain NUL"),
+    ("operator", "agent\x00", "header User-Agent: must not contain NUL"),
+])
+def test_text_that_cannot_be_stored_is_a_plain_400_not_a_server_error(client, operator, username, agent, named):
+    """The lockout and the audit store parts of a failed login (the username typed, the
+    user agent): PostgreSQL refuses NUL, so such a request is refused before any view."""
+    answer = client.post(LOGIN, {"username": username, "password": "wrong", "next": "/admin/"},
+                         REMOTE_ADDR="198.51.100.9", HTTP_USER_AGENT=agent)
+    assert answer.status_code == 400 and named in answer.content.decode()
+    assert not AccessAttempt.objects.exists()
+    assert client.get("/admin/login/?next=%00").status_code == 400
