@@ -5,6 +5,7 @@ than silently falling back to a default.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -49,6 +50,17 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """A comma-separated list of CIDRs (e.g. trusted proxies); stop at start on a bad one."""
+    networks = env_list(name)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be comma-separated CIDRs, got {network!r}") from None
+    return networks
 
 
 def check_fernet_keys(keys: list[str], source: str) -> list[str]:

@@ -10,7 +10,6 @@ docs/operations.md for every variable.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tempfile
@@ -28,6 +27,7 @@ from openclaw_site.env import (
     env_bool,
     env_int,
     env_list,
+    env_networks,
     env_str,
     new_django_secret,
     read_or_create_secret_file,
@@ -242,13 +242,7 @@ GATEWAY.update({
     "AUTH_AUDIT_SUMMARY_SECONDS": env_int("OPENCLAW_AUTH_AUDIT_SUMMARY_SECONDS", 60, minimum=1),
 })
 # Proxies (CIDRs) whose X-Forwarded-For is believed; empty: the TCP peer is the client.
-TRUSTED_PROXIES = env_list("OPENCLAW_TRUSTED_PROXIES")
-for _network in TRUSTED_PROXIES:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"OPENCLAW_TRUSTED_PROXIES must be comma-separated CIDRs, got {_network!r}") from None
+TRUSTED_PROXIES = env_networks("OPENCLAW_TRUSTED_PROXIES")
 
 # Admin login: django-axes locks a username at one address out after repeated failures.
 INSTALLED_APPS += ["axes"]
@@ -288,13 +282,7 @@ if EMAIL_USE_TLS and EMAIL_USE_SSL:
 EMAIL_TIMEOUT = env_int("OPENCLAW_EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("OPENCLAW_EMAIL_FROM") or "OpenClaw Gateway <noreply@localhost>"
 # Networks webhooks may reach although private/loopback/link-local (comma-separated CIDRs).
-WEBHOOK_ALLOWED_NETWORKS = env_list("OPENCLAW_WEBHOOK_ALLOWED_NETWORKS")
-for _network in WEBHOOK_ALLOWED_NETWORKS:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"OPENCLAW_WEBHOOK_ALLOWED_NETWORKS must be comma-separated CIDRs, got {_network!r}") from None
+WEBHOOK_ALLOWED_NETWORKS = env_networks("OPENCLAW_WEBHOOK_ALLOWED_NETWORKS")
 
 # --- Django REST framework --------------------------------------------------------
 REST_FRAMEWORK = {
