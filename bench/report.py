@@ -244,3 +244,13 @@ def bench_main(argv, *, parse, run_inner, run_all, render) -> int:
     else:
         print(render(run_all(args), heading="##"))
     return 0
+
+
+def run_inner(module: str, argv: list[str], env: dict[str, str], what: str) -> dict:
+    """Run `python -m <module> --inner <argv>` (the measuring process) and return the
+    JSON it prints last."""
+    done = subprocess.run([sys.executable, "-m", module, "--inner", *argv], cwd=Path(__file__).resolve().parent.parent,
+                          env=env, stdout=subprocess.PIPE, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {what} benchmark failed (exit {done.returncode}); see the log above")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -66,16 +66,13 @@ import asyncio
 import collections
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 from bench import report
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGET_P50_MS = 0.5  # the warm latency decision at p50
 TARGET_ROW = "latency"
 
@@ -385,14 +382,12 @@ def run_all(args) -> dict:
         say("migrating a fresh SQLite database")
         report.migrate(env)
         say("measuring")
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.routing_decision", "--inner", "--iterations", str(args.iterations),
-             "--warm-up", str(args.warm_up), "--cold-iterations", str(args.cold_iterations),
-             "--bursts", str(args.bursts), "--burst-size", str(args.burst_size)],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, timeout=1800)
-        if done.returncode != 0:
-            raise RuntimeError(f"the routing benchmark failed (exit {done.returncode}); see the log above")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = report.run_inner(
+            "bench.routing_decision",
+            ["--iterations", str(args.iterations), "--warm-up", str(args.warm_up),
+             "--cold-iterations", str(args.cold_iterations), "--bursts", str(args.bursts),
+             "--burst-size", str(args.burst_size)],
+            env, "routing")
     machine["load_after"] = report.loadavg()
     machine["duration_s"] = time.monotonic() - started
     machine["versions"] = ", ".join(f"{p} {version(p)}" for p in ("Django", "channels", "google-re2"))

@@ -26,18 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 from bench import report
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "openai/gpt-4"
 CONTEXT_WINDOW = 8192
 MAX_TOKENS = 1024
@@ -175,12 +171,8 @@ def run_all(args) -> dict:
                if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "OPENCLAW_DATA_DIR")}
         env.update(DJANGO_SETTINGS_MODULE="openclaw_site.settings", OPENCLAW_DATA_DIR=tmp, PYTHONUNBUFFERED="1",
                    LITELLM_LOCAL_MODEL_COST_MAP="True")
-        done = subprocess.run([sys.executable, "-m", "bench.truncation", "--inner", "--messages", str(args.messages),
-                               "--burst", str(args.burst)],
-                              cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, timeout=1800)
-        if done.returncode != 0:
-            raise RuntimeError(f"the truncation benchmark failed (exit {done.returncode}); see the log above")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = report.run_inner("bench.truncation", ["--messages", str(args.messages), "--burst", str(args.burst)],
+                                  env, "truncation")
     machine["load_after"] = report.loadavg()
     machine["duration_s"] = time.monotonic() - started
     machine["versions"] = ", ".join(f"{p} {version(p)}" for p in ("litellm", "tiktoken"))
