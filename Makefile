@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/openclaw
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/7
 
-.PHONY: run test test-embedded test-services bench lock clean
+.PHONY: run test imports test-embedded test-services bench lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is required"'
@@ -22,7 +22,11 @@ run: $(STAMP)
 # The whole suite twice: on the embedded default (SQLite, in-memory layer), then on
 # PostgreSQL + Redis. With CI set, the second pass is required and a missing
 # service is a failure; without it, the pass is skipped when the services are down.
-test: test-embedded test-services
+test: imports test-embedded test-services
+
+# The import contracts (docs/architecture.md, "Layers"): an upward import or a cycle fails.
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 
 test-embedded: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest

@@ -122,7 +122,7 @@ async def _measure(variant: str, org_id: int, key_id: int, rules, args) -> dict:
 
     from billing import ledger as ledger_module
     from billing.budgets import counter_refs, plan_lease
-    from billing.money import Prices, request_cost
+    from catalog.money import Prices, request_cost
     from billing.services import UsageDraft
 
     books = ledger_module.ledger()  # chosen by REDIS_URL, exactly as in the gateway
@@ -268,7 +268,7 @@ async def _left_over(books, rules) -> dict:
     from django.utils import timezone
 
     from billing.budgets import counter_refs
-    from billing.ledger import run_in_db_thread
+    from infra.threads import run_in_db_thread
     from billing.models import BudgetLease
 
     states = await books.snapshot(counter_refs(rules, end_user="", at=timezone.now()))
@@ -284,7 +284,7 @@ async def _left_over(books, rules) -> dict:
 async def _server_version(books) -> str:
     from django.db import connection
 
-    from billing.ledger import run_in_db_thread
+    from infra.threads import run_in_db_thread
 
     def database() -> str:
         if connection.vendor == "postgresql":

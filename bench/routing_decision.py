@@ -136,7 +136,7 @@ def _fixtures():
     """Org, key (its principal), credential, three deployments, a route per strategy, policies."""
     from decimal import Decimal
 
-    from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
+    from catalog.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
     from tenants.access import authenticate_api_key
     from tenants.models import Organization
     from tenants.services import api_key_create, org_create

@@ -169,7 +169,7 @@ def define_route(stack: Stack) -> None:
     configure(stack, deployments=[{"name": name, "directives": directives} for name in ROUTE_DEPLOYMENTS],
               routes=[{"alias": ROUTE_ALIAS, "strategy": ROUTE_STRATEGY, "candidates": ROUTE_DEPLOYMENTS}])
     stack.manage("shell", "-c", (
-        "from gateway.models import Deployment; "
+        "from catalog.models import Deployment; "
         f"Deployment.objects.filter(org=None, name__in={ROUTE_DEPLOYMENTS!r})"
         ".update(litellm_model='openai/gpt-4-turbo', context_window=128_000)"))
 

@@ -140,7 +140,7 @@ def run_inner(args) -> dict:
     import django
 
     django.setup()
-    from gateway.providers import litellm
+    from catalog.litellm_setup import litellm
     from gateway.tokens import _count_messages, _fit
 
     messages = conversation(args.messages)

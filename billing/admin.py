@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from billing.models import Budget, RateCard, UsageDailyRollup, UsageRecord
-from billing.money import format_usd
+from catalog.money import format_usd
 from tenants.admin_audit import AuditedAdmin, ReadOnlyAdmin
 
 

@@ -15,7 +15,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from billing.models import Budget
-from billing.money import Prices, format_usd, nanos_to_usd, request_cost, usd_to_nanos
+from catalog.money import Prices, format_usd, nanos_to_usd, request_cost, usd_to_nanos
 
 # The prompt is counted with litellm's tokenizer for the model, which can differ
 # slightly from the provider's own count: reserve a margin above it.

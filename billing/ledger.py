@@ -29,39 +29,24 @@ import json
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from billing import deadletter
 from billing.budgets import BudgetRefusal, CounterRef, CounterState, Lease, first_refusal
 from billing.models import Budget, BudgetCounter, BudgetLease, UsageRecord
-from billing.money import Prices, request_cost, usd_to_nanos
+from catalog.money import Prices, request_cost, usd_to_nanos
 from billing.services import UsageDraft, usage_records_write
-from gateway.loopbound import PerLoop, on_every_worker
+from infra.loopbound import PerLoop
+from infra.threads import UPKEEP, run_in_db_thread
 
 log = logging.getLogger(__name__)
-
-_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="budget-ledger")
-# Lease extensions and the reaper have a thread of their own: a burst of reservations
-# queued on the others must never delay an extension past the lease (the request
-# would be taken for a lost process's and billed from its checkpoint).
-_upkeep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-upkeep")
-
-
-def close_connections() -> None:
-    """Close the ledger threads' database connections (test teardown)."""
-    from django.db import connections
-
-    on_every_worker(_threads, connections.close_all)
-    on_every_worker(_upkeep, connections.close_all)
-
 
 def lease_seconds() -> float:
     return float(settings.GATEWAY["BUDGET_LEASE_SECONDS"])
@@ -69,16 +54,6 @@ def lease_seconds() -> float:
 
 def extend_seconds() -> float:
     return float(settings.GATEWAY["BUDGET_LEASE_EXTEND_SECONDS"])
-
-
-async def run_in_db_thread(fn, *args, executor: ThreadPoolExecutor | None = None):
-    """Run a database function on the ledger's threads (never the event loop, nor
-    Channels' thread-sensitive executor, which one slow write would hold up)."""
-    def run():
-        close_old_connections()
-        return fn(*args)
-
-    return await asyncio.get_running_loop().run_in_executor(executor or _threads, run)
 
 
 # --- Shared by both ledgers ------------------------------------------------------------
@@ -266,7 +241,7 @@ class DatabaseLedger:
             return self._settle_locked(amounts)
 
     async def extend(self, leases: list[Lease]) -> None:
-        await run_in_db_thread(self._extend, leases, executor=_upkeep)
+        await run_in_db_thread(self._extend, leases, executor=UPKEEP)
 
     def _extend(self, leases: list[Lease]) -> None:
         expires = timezone.now() + timedelta(seconds=lease_seconds())
@@ -276,7 +251,7 @@ class DatabaseLedger:
                     expires_at=expires, completion_tokens=lease.completion_tokens)
 
     async def reap(self) -> int:
-        return await run_in_db_thread(self._reap, executor=_upkeep)
+        return await run_in_db_thread(self._reap, executor=UPKEEP)
 
     def _reap(self) -> int:
         if not BudgetLease.objects.filter(expires_at__lt=timezone.now()).exists():
@@ -428,7 +403,7 @@ class RedisLedger:
     kind = "redis"
 
     def __init__(self, url: str) -> None:
-        from gateway.presence import shared_redis_client
+        from infra.redis_client import shared_redis_client
 
         self._redis = shared_redis_client(url)
         # Keys are namespaced by the database they cache (tests and staging may share a Redis).

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
@@ -31,6 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import Budget, BudgetNotice
+from infra.threads import NOTICES
 from tenants.audit import record_event
 from tenants.models import AuditEvent, Membership
 
@@ -45,7 +46,6 @@ RETRY_HANDOVER_AFTER = 30.0  # seconds before a failed hand-over may be tried ag
 
 _handed_over: OrderedDict[tuple, float] = OrderedDict()  # key -> monotonic time before which it is not re-sent
 _handed_over_lock = threading.Lock()
-_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="budget-notice")
 _pending: set[Future] = set()
 
 
@@ -85,7 +85,7 @@ def enqueue_budget_notice(*, budget_id: int, subject: str, window_start: datetim
     kwargs = {"budget_id": key[0], "subject": key[1], "window_start": _iso(window), "kind": key[3],
               "figures": dict(figures or {})}
     try:
-        future = _executor.submit(_hand_over, key, kwargs)
+        future = NOTICES.submit(_hand_over, key, kwargs)
     except RuntimeError:  # the pool is shut down (process exiting)
         logger.warning("budget notice %s not enqueued: process shutting down", key)
         _forget(key)
@@ -96,13 +96,19 @@ def enqueue_budget_notice(*, budget_id: int, subject: str, window_start: datetim
 
 
 def _hand_over(key: tuple, kwargs: dict) -> None:
-    from billing import tasks  # the tasks module imports this one
-
     try:
-        tasks.send_budget_notice.delay(**kwargs)  # Celery's publish retry policy: a few quick retries
+        queue_task("billing.tasks.send_budget_notice", **kwargs)  # Celery's publish retry policy: a few quick retries
     except Exception:
         logger.exception("could not enqueue budget notice %s; will try again on a later request", kwargs)
         _forget(key, retry_after=RETRY_HANDOVER_AFTER)
+
+
+def queue_task(name: str, *args, **kwargs) -> None:
+    """Queue the billing task registered as `name`. Named, not imported: the tasks are
+    thin wrappers that import this module, and the import goes one way."""
+    from celery import current_app
+
+    current_app.tasks[name].delay(*args, **kwargs)
 
 
 def _forget(key: tuple, *, retry_after: float = 0.0) -> None:
@@ -173,9 +179,7 @@ def send_budget_notice(*, budget_id: int, subject: str, window_start: datetime |
             logger.exception("giving up the email of budget notice %s", notice.pk)
             result["email"] = "failed"
     if budget.org.webhook_url:
-        from billing import tasks
-
-        tasks.deliver_budget_webhook.delay(notice.pk)
+        queue_task("billing.tasks.deliver_budget_webhook", notice.pk)
         result["webhook"] = "queued"
     return result
 

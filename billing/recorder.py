@@ -26,7 +26,7 @@ from django.db import close_old_connections
 
 from billing import deadletter
 from billing.services import UsageDraft
-from gateway.loopbound import PerLoop
+from infra.loopbound import PerLoop
 
 log = logging.getLogger(__name__)
 

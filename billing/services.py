@@ -12,7 +12,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from billing.models import UsageDailyRollup, UsageRecord
-from billing.money import ZERO
+from catalog.money import ZERO
 
 
 @dataclass

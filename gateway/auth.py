@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from gateway import auth_throttle
 from gateway.auth_throttle import AuthThrottled
 from gateway.freshness import _freshness
-from openclaw_site import client_address
+from infra import client_address
 from tenants.access import AuthenticationFailed, KeyPrincipal, api_key_access_problem, authenticate_api_key
 from tenants.keys import parse_key
 

@@ -1,6 +1,6 @@
 """Failed authentication, throttled per client address and per key lookup.
 
-Each failure is counted against the client's address (`openclaw_site/client_address.py`:
+Each failure is counted against the client's address (`infra/client_address.py`:
 the peer, or the forwarded address when the peer is a trusted proxy) and, for a
 well-formed key, against its lookup id. A counter's window starts at its first
 failure and lasts `AUTH_FAILURE_WINDOW_SECONDS`; once it holds its limit
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection
 
-from gateway.loopbound import PerLoop, spawn
+from infra.loopbound import PerLoop, spawn
 from tenants.auth_audit import Failure, failure_audit, write as write_audit
 from tenants.keys import digests_match, display_prefix
 
@@ -112,7 +112,7 @@ return 0
 
 class RedisCounters:
     def __init__(self, url: str) -> None:
-        from gateway.presence import shared_redis_client
+        from infra.redis_client import shared_redis_client
 
         self._redis = shared_redis_client(url)
         self.prefix = f"openclaw:authfail:{connection.settings_dict['NAME']}"
@@ -165,7 +165,7 @@ def _load_known(lookup: str) -> KnownKey | None:
 
 
 async def known_key(lookup: str) -> KnownKey | None:
-    from billing.ledger import run_in_db_thread
+    from infra.threads import run_in_db_thread
 
     now = time.monotonic()
     cached = _known.get(lookup)
@@ -191,7 +191,7 @@ class SummaryFlusher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="auth-audit-summaries")
 
     async def _run(self) -> None:
-        from billing.ledger import run_in_db_thread
+        from infra.threads import run_in_db_thread
 
         while failure_audit.pending():
             await asyncio.sleep(1)
@@ -251,7 +251,7 @@ def _count_refusal(org, actor: str, source: str, address: str | None, name: str)
     due = failure_audit.note(Failure(org=org, actor=actor, action="auth.failed", reason="throttled", source=source,
                                      address=address, name=name), immediate=False)
     if due:  # summaries already due: hand them to the database threads, not this loop
-        from billing.ledger import run_in_db_thread
+        from infra.threads import run_in_db_thread
 
         spawn(run_in_db_thread(write_audit, due))
     flusher().start()

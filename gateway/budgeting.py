@@ -19,12 +19,13 @@ from billing import budgets
 from billing.budgets import BudgetBusy, BudgetExhausted, BudgetRefusal, BudgetRule, CounterState, Lease
 from billing.ledger import keeper
 from billing.models import BudgetNotice
-from billing.money import format_usd, nanos_to_usd, usd_to_nanos
+from catalog.money import format_usd, nanos_to_usd, usd_to_nanos
 from billing.services import UsageDraft
 from gateway.freshness import FreshCache
 from gateway.protocol import BUDGET_BUSY, ErrorCode, GatewayError
 from gateway.ratelimits import Limit, RateLimited, limiter, subject_hash
-from gateway.routing import RouteDecision, Target
+from catalog.targets import Target
+from gateway.routing import RouteDecision
 from tenants.access import KeyPrincipal
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from gateway.health import start_sharing as start_health_sharing
 from billing.ledger import keeper as budget_keeper
 from gateway.budgeting import remaining_for_key
 from gateway.freshness import freshness
-from gateway.loopbound import PerLoop
+from infra.loopbound import PerLoop
 from gateway.presence import presence
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
 from tenants.access import AuthenticationFailed, KeyPrincipal

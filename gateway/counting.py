@@ -16,20 +16,15 @@ resending cannot put more of one org's counts on the pool.
 from __future__ import annotations
 
 import asyncio
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, TypeVar
 
 from django.conf import settings
 
-from gateway.loopbound import PerLoop
+from infra.loopbound import PerLoop
+from infra.threads import token_counting
 
 T = TypeVar("T")
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
 
 def pool_size() -> int:
     return settings.GATEWAY["TOKEN_COUNT_THREADS"]
@@ -40,15 +35,6 @@ def per_org() -> int:
     thread short of the whole pool (when the pool has more than one)."""
     threads = pool_size()
     return max(1, min(settings.GATEWAY["TOKEN_COUNTS_PER_ORG"], threads - 1))
-
-
-def pool() -> ThreadPoolExecutor:
-    """The counting threads (made on first use; the size is read once per process)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=pool_size(), thread_name_prefix="token-count")
-        return _pool
 
 
 @dataclass
@@ -104,7 +90,7 @@ async def run_counting(org: Hashable, work: Callable[..., T], *args) -> T:
     org_gate = gate()
     await org_gate.acquire(org)
     try:
-        job = asyncio.get_running_loop().run_in_executor(pool(), work, *args)
+        job = asyncio.get_running_loop().run_in_executor(token_counting(), work, *args)
     except BaseException:
         org_gate.release(org)
         raise

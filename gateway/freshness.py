@@ -29,21 +29,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connection
 from django.utils import timezone
 
-from gateway.loopbound import PerLoop, spawn
+from infra.loopbound import PerLoop, spawn
+from infra.threads import FRESHNESS
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
 TRUST_SECONDS = 1.0  # older reads are not trusted: the caches fall back to their own expiry
 MAX_AGE_SECONDS = 60.0
-
-_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="freshness")
-
 
 class Freshness:
     def __init__(self) -> None:
@@ -88,7 +85,7 @@ class Freshness:
             try:
                 started = time.monotonic()
                 keys = list(self.open_keys)
-                version, problems = await loop.run_in_executor(_thread, _read, keys)
+                version, problems = await loop.run_in_executor(FRESHNESS, _read, keys)
                 self.version, self.version_read_at = version, started
                 self.key_problems = problems
                 self.keys_read_at = started

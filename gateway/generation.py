@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from billing.budgets import BudgetBusy, BudgetRefusal
 from billing.models import UsageRecord
-from billing.money import Prices, format_usd, request_cost
+from catalog.money import Prices, format_usd, request_cost
 from billing.recorder import usage_recorder
 from billing.services import UsageDraft
 from gateway import protocol
@@ -29,7 +29,8 @@ from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
 from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
 from gateway.health import health
 from gateway.policies import apply_policies
-from gateway.routing import RouteDecision, Target, resolve_model_cached
+from catalog.targets import Target
+from gateway.routing import RouteDecision, resolve_model_cached
 from gateway.ratelimits import count_completion, limiter, request_limits
 from gateway.tokens import (FittedPrompt, PromptTooLong, clamp_max_tokens, count_completion_tokens,
                             count_prompt_tokens, fit_prompt, model_max_output_tokens)

@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.loopbound import PerLoop, spawn
+from infra.loopbound import PerLoop, spawn
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class HealthSharing:
     def __init__(self, url: str, registry: HealthRegistry) -> None:
         from django.db import connection
 
-        from gateway.presence import shared_redis_client
+        from infra.redis_client import shared_redis_client
 
         self._redis = shared_redis_client(url)
         self._registry = registry

@@ -64,7 +64,7 @@ async def drain(seconds: float | None = None) -> None:
 
 async def write_auth_failure_summaries() -> None:
     """Failed-login bursts still open are summarised now rather than lost (tenants/auth_audit.py)."""
-    from billing.ledger import run_in_db_thread
+    from infra.threads import run_in_db_thread
     from tenants.auth_audit import failure_audit
 
     if failure_audit.pending():

@@ -15,9 +15,9 @@ from channels.db import database_sync_to_async
 from django.db.models import Q
 
 from gateway.freshness import FreshCache
-from gateway.models import RoutingPolicy
+from catalog.models import RoutingPolicy
 from gateway.protocol import LlmRequestFrame
-from gateway.rules import CompiledRules, RequestFacts, RuleError, compile_rules
+from catalog.rules import CompiledRules, RequestFacts, RuleError, compile_rules
 from tenants.access import KeyPrincipal
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ import uuid
 
 from django.conf import settings
 
-from gateway.loopbound import PerLoop
+from infra.loopbound import PerLoop
+from infra.redis_client import shared_redis_client
 
 ENTRY_TTL_SECONDS = 90
 REFRESH_SECONDS = 30
@@ -48,28 +49,6 @@ class LocalPresence:
             members.discard(token)
             if not members:
                 del self._members[key_id]
-
-
-def shared_redis_client(url: str):
-    """A Redis client whose pool waits for a free connection instead of failing:
-    redis-py's default pool raises "Too many connections" past 100 at once, and
-    a burst of sockets authenticating together must queue, not crash (close 1011)."""
-    clients = _redis_clients.get()
-    if url not in clients:
-        clients[url] = _new_redis_client(url)
-    return clients[url]
-
-
-def _new_redis_client(url: str):
-    import redis.asyncio as redis
-
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=50, timeout=10)
-    return redis.Redis(connection_pool=pool)
-
-
-# One client (and pool) per event loop and URL, shared by presence, health sharing,
-# the budget ledger and the rate limiter.
-_redis_clients = PerLoop(dict)
 
 
 class RedisPresence:

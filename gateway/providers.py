@@ -19,26 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import httpx
+import openai  # litellm's exceptions are the OpenAI client's
 
-import httpx  # noqa: E402
-import litellm  # noqa: E402
-import openai  # noqa: E402  (litellm's exceptions are the OpenAI client's)
-
-from gateway.protocol import ErrorCode, GatewayError  # noqa: E402
-from gateway.routing import Target  # noqa: E402
+from catalog.litellm_setup import litellm
+from gateway.protocol import ErrorCode, GatewayError
+from catalog.targets import Target
 
 log = logging.getLogger(__name__)
-
-litellm.telemetry = False
-litellm.disable_hf_tokenizer_download = True
-litellm.suppress_debug_info = True
-litellm.drop_params = True
 
 
 class UpstreamError(Exception):

@@ -11,7 +11,6 @@ request is told exactly when the minute ends (`retry_after_ms`).
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -21,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 
-from gateway.loopbound import PerLoop, spawn
+from infra.loopbound import PerLoop, spawn
 from gateway.models import RateCounter
 from gateway.protocol import ErrorCode, GatewayError
 
@@ -59,7 +58,7 @@ def _window(now_ms: int) -> tuple[int, int]:
 
 class DatabaseLimiter:
     async def admit(self, limits: list[Limit], tokens: int, now_ms: int | None = None) -> None:
-        from billing.ledger import run_in_db_thread
+        from infra.threads import run_in_db_thread
 
         refused = await run_in_db_thread(self._admit, limits, tokens, now_ms or int(time.time() * 1000))
         if refused is not None:
@@ -85,7 +84,7 @@ class DatabaseLimiter:
         return None
 
     async def add_tokens(self, scopes: list[str], tokens: int) -> None:
-        from billing.ledger import run_in_db_thread
+        from infra.threads import run_in_db_thread
 
         await run_in_db_thread(self._add_tokens, scopes, tokens, int(time.time() * 1000) // WINDOW_MS)
 
@@ -121,7 +120,7 @@ return 0
 
 class RedisLimiter:
     def __init__(self, url: str) -> None:
-        from gateway.presence import shared_redis_client
+        from infra.redis_client import shared_redis_client
 
         self._redis = shared_redis_client(url)
         self.prefix = f"openclaw:rate:{connection.settings_dict['NAME']}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from catalog.targets import Target
 from gateway.health import HealthRegistry
 
 # Share of latency-routed requests sent to a random candidate, so a deployment
@@ -17,7 +18,7 @@ LATENCY_EXPLORATION = 0.05
 
 @dataclass(frozen=True)
 class Candidate:
-    target: "object"  # gateway.routing.Target
+    target: Target
     weight: int
     position: int
 

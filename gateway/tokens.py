@@ -6,7 +6,7 @@ from math import isqrt
 from typing import Hashable
 
 from gateway.counting import run_counting
-from gateway.providers import litellm
+from catalog.litellm_setup import litellm
 
 # Counting this much work or less runs inline on the event loop; more goes to the
 # counting pool (gateway/counting.py). The unit is a character of text, and each

@@ -32,7 +32,7 @@ def gateway_command(*, host: str, port: int) -> list[str]:
 
 
 def mockllm_command(*, host: str, port: int, rate: float = 50, ttft_ms: int = 100) -> list[str]:
-    return [sys.executable, "-m", "gateway.mockllm", "--host", host, "--port", str(port),
+    return [sys.executable, "-m", "mockllm", "--host", host, "--port", str(port),
             "--rate", str(rate), "--ttft-ms", str(ttft_ms)]
 
 

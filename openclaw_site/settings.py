@@ -94,9 +94,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    # The project's apps, lowest layer first (docs/architecture.md).
     "tenants",
-    "gateway",
+    "catalog",
     "billing",
+    "gateway",
+    "openclaw_site",  # the process entry points: run_gateway, serve, setup_demo, mockllm
 ]
 
 MIDDLEWARE = [
@@ -230,7 +233,7 @@ GATEWAY = {
 
 # --- Failed logins: API-key throttling, admin lockout, client addresses ------------------
 # (docs/operations.md "Failed authentication and admin logins"; gateway/auth_throttle.py,
-# tenants/auth_audit.py, tenants/login_audit.py, openclaw_site/client_address.py)
+# tenants/auth_audit.py, tenants/login_audit.py, infra/client_address.py)
 GATEWAY.update({
     # Past this many failed authentications within the window (which starts at the first
     # failure), further attempts are refused 429 / close 4429 until the window ends: from
@@ -257,7 +260,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("OPENCLAW_ADMIN_LOCKOUT_MINUTES", 
 AXES_RESET_ON_SUCCESS = True
 # Attempts during a lockout do not push its end further out: the cool-off ends on time.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
-AXES_CLIENT_IP_CALLABLE = "openclaw_site.client_address.from_request"
+AXES_CLIENT_IP_CALLABLE = "infra.client_address.from_request"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_COOLOFF_MESSAGE = (f"Too many failed logins for this username from this address: locked out for "
                         f"{int(AXES_COOLOFF_TIME.total_seconds()) // 60} minutes. Try again later, or ask an operator "

@@ -1,13 +1,13 @@
 from django.contrib import admin
 from django.urls import path
 
-from gateway import views as gateway_views
+from openclaw_site import probes
 
 admin.site.site_header = "OpenClaw Gateway administration"
 admin.site.site_title = "OpenClaw Gateway"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("healthz", gateway_views.healthz, name="healthz"),
-    path("readyz", gateway_views.readyz, name="readyz"),
+    path("healthz", probes.healthz, name="healthz"),
+    path("readyz", probes.readyz, name="readyz"),
 ]

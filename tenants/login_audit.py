@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from openclaw_site.client_address import from_request
+from infra.client_address import from_request
 from tenants.audit import record_event
 from tenants.auth_audit import Failure, record_failure
 from tenants.models import AuditEvent

@@ -8,10 +8,10 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from gateway.control import broadcast_access_revoked, key_group, org_group
 from tenants.audit import record_event
 from tenants.keys import generate_key
 from tenants.models import ApiKey, AuditEvent, Membership, Organization
+from tenants.signals import access_revoked
 
 Actor = AuditEvent.ActorType
 
@@ -47,8 +47,9 @@ def org_set_status(*, org: Organization, status: str, actor: str = "system") -> 
 def close_org_sockets_on_commit(org: Organization) -> None:
     """Once the transaction commits, close the open sockets of a suspended org in every process."""
     if org.status != Organization.Status.ACTIVE:
-        group = org_group(str(org.public_id))
-        transaction.on_commit(lambda: broadcast_access_revoked(group, "organization suspended"))
+        public_id = str(org.public_id)
+        transaction.on_commit(lambda: access_revoked.send(
+            sender=Organization, kind="organization", public_id=public_id, reason="organization suspended"))
 
 
 def user_membership_set(*, org: Organization, username: str, role: str, email: str = "", password: str | None = None,
@@ -106,6 +107,7 @@ def api_key_revoke(*, api_key: ApiKey, actor_type: str = Actor.SYSTEM, actor: st
                 org=api_key.org, actor_type=actor_type, actor=actor, action="api_key.revoke",
                 target_type="api_key", target_id=str(api_key.public_id), data={"key": api_key.display},
             )
-            group = key_group(str(api_key.public_id))
-            transaction.on_commit(lambda: broadcast_access_revoked(group, "API key revoked"))
+            public_id = str(api_key.public_id)
+            transaction.on_commit(lambda: access_revoked.send(
+                sender=ApiKey, kind="api_key", public_id=public_id, reason="API key revoked"))
     return api_key

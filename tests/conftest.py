@@ -37,9 +37,9 @@ def _close_usage_writer_connection():
     from billing.recorder import usage_recorder
 
     usage_recorder.close_connections()  # lets the test database be dropped
-    from billing.ledger import close_connections
+    from infra.threads import close_db_connections
 
-    close_connections()
+    close_db_connections()
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +81,6 @@ async def _stop_leftover_tasks():
     would wait forever; cancelling again until each task ends cannot hang.
     """
     yield
-    from billing import ledger
     from billing.recorder import usage_recorder
 
     await usage_recorder.flush(timeout=10)
@@ -92,11 +91,11 @@ async def _stop_leftover_tasks():
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.5)
-    from gateway import freshness
-    from gateway.loopbound import on_every_worker
+    from infra import threads
+    from infra.loopbound import on_every_worker
 
-    for pool in (ledger._threads, usage_recorder._executor, freshness._thread):
-        await asyncio.to_thread(on_every_worker, pool)
+    await asyncio.to_thread(threads.drain_pools)
+    await asyncio.to_thread(on_every_worker, usage_recorder._executor)
     if pending:
         for task in pending:
             task.print_stack()
@@ -132,7 +131,7 @@ def issued_key(org):
 
 @pytest.fixture
 def mock_credential(db):
-    from gateway.models import ProviderCredential
+    from catalog.models import ProviderCredential
 
     credential = ProviderCredential(name="mock", provider="mock")
     credential.set_secret("mock-key-for-tests")
@@ -142,7 +141,7 @@ def mock_credential(db):
 
 @pytest.fixture
 def make_deployment(db, mockllm, mock_credential):
-    from gateway.models import Deployment
+    from catalog.models import Deployment
 
     def make(name="mock-fast", *, org=None, input_price="2.50", output_price="10.00", **fields):
         fields.setdefault("provider", "mock")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from django.contrib.auth import get_user_model
 
-from gateway.models import Deployment, ProviderCredential
+from catalog.models import Deployment, ProviderCredential
 from tenants.access import authenticate_api_key
 from tenants.models import ApiKey, AuditEvent
 
@@ -22,7 +22,7 @@ def operator_client(client):
 
 
 def test_creating_a_credential_encrypts_it_and_audits_without_the_secret(operator_client):
-    response = operator_client.post("/admin/gateway/providercredential/add/",
+    response = operator_client.post("/admin/catalog/providercredential/add/",
                                     {"name": "openai-prod", "provider": "openai", "secret": "sk-live-abcdef123456"})
     assert response.status_code == 302
     credential = ProviderCredential.objects.get(name="openai-prod")
@@ -34,7 +34,7 @@ def test_creating_a_credential_encrypts_it_and_audits_without_the_secret(operato
 
 def test_changing_a_deployment_is_audited(operator_client, make_deployment):
     deployment = make_deployment("audited-model")
-    page = operator_client.get(f"/admin/gateway/deployment/{deployment.pk}/change/")
+    page = operator_client.get(f"/admin/catalog/deployment/{deployment.pk}/change/")
     assert page.status_code == 200
     data = {
         "name": "audited-model", "provider": "mock", "litellm_model": "openai/audited-model",
@@ -43,7 +43,7 @@ def test_changing_a_deployment_is_audited(operator_client, make_deployment):
         "max_output_tokens": 4096, "tags": "[]", "weight": 1, "enabled": "", "connect_timeout_ms": 5000,
         "first_token_timeout_ms": 30000, "idle_timeout_ms": 30000, "total_timeout_ms": 600000,
     }
-    response = operator_client.post(f"/admin/gateway/deployment/{deployment.pk}/change/", data)
+    response = operator_client.post(f"/admin/catalog/deployment/{deployment.pk}/change/", data)
     assert response.status_code == 302, response.content[:2000]
     deployment.refresh_from_db()
     assert not deployment.enabled and str(deployment.input_price_per_mtok) == "1.250000"
@@ -78,7 +78,7 @@ def test_the_audit_log_cannot_be_edited_in_admin(operator_client, org):
 
 
 def test_a_route_with_candidates_is_created_in_admin_and_audited(operator_client, make_deployment):
-    from gateway.models import Route
+    from catalog.models import Route
 
     first, second = make_deployment("first-choice"), make_deployment("second-choice")
     data = {
@@ -89,7 +89,7 @@ def test_a_route_with_candidates_is_created_in_admin_and_audited(operator_client
         "candidates-0-deployment": first.pk, "candidates-0-weight": 1, "candidates-0-position": 0,
         "candidates-1-deployment": second.pk, "candidates-1-weight": 1, "candidates-1-position": 1,
     }
-    response = operator_client.post("/admin/gateway/route/add/", data)
+    response = operator_client.post("/admin/catalog/route/add/", data)
     assert response.status_code == 302, response.content.decode()[:3000]
     route = Route.objects.get(alias="best_available_general")
     assert [c.deployment.name for c in route.candidates.all()] == ["first-choice", "second-choice"]
@@ -125,7 +125,7 @@ def test_a_budget_is_created_in_admin_and_audited(operator_client, org):
 
 def test_an_invalid_budget_shows_the_error_in_admin_and_is_not_saved(operator_client, org):
     from billing.models import Budget
-    from gateway.models import Route
+    from catalog.models import Route
 
     cheap = Route.objects.create(alias="cheap", org=org)
     response = operator_client.post("/admin/billing/budget/add/",
@@ -138,7 +138,7 @@ def test_an_invalid_budget_shows_the_error_in_admin_and_is_not_saved(operator_cl
 
 def test_a_filtered_fallback_budget_is_listed_with_its_filter_and_action(operator_client, org):
     from billing.models import Budget
-    from gateway.models import Route
+    from catalog.models import Route
 
     premium, cheap = Route.objects.create(alias="premium", org=org), Route.objects.create(alias="cheap", org=org)
     response = operator_client.post("/admin/billing/budget/add/", _budget_form(
@@ -211,21 +211,21 @@ def issue_key(client, world):
 
 
 def create_deployment(client, world):
-    response = client.post("/admin/gateway/deployment/add/", _deployment_form("created-here", world.credential))
+    response = client.post("/admin/catalog/deployment/add/", _deployment_form("created-here", world.credential))
     created = Deployment.objects.get(name="created-here")
     return response, [("deployment.create", created.public_id, {"name", "litellm_model", "input_price_per_mtok"})]
 
 
 def delete_deployment(client, world):
     deployment = world.make_deployment("doomed")
-    response = client.post(f"/admin/gateway/deployment/{deployment.pk}/delete/", {"post": "yes"})
+    response = client.post(f"/admin/catalog/deployment/{deployment.pk}/delete/", {"post": "yes"})
     assert not Deployment.objects.filter(pk=deployment.pk).exists()
     return response, [("deployment.delete", deployment.public_id, set())]
 
 
 def bulk_delete_deployments(client, world):
     doomed = [world.make_deployment("doomed-a"), world.make_deployment("doomed-b")]
-    response = client.post("/admin/gateway/deployment/", {
+    response = client.post("/admin/catalog/deployment/", {
         "action": "delete_selected", "_selected_action": [d.pk for d in doomed], "post": "yes"})
     assert not Deployment.objects.filter(pk__in=[d.pk for d in doomed]).exists()
     return response, sorted((("deployment.delete", d.public_id, set()) for d in doomed), key=lambda e: str(e[1]))
@@ -233,7 +233,7 @@ def bulk_delete_deployments(client, world):
 
 def rotate_credential_secret(client, world):
     credential = _spare_credential()
-    response = client.post(f"/admin/gateway/providercredential/{credential.pk}/change/",
+    response = client.post(f"/admin/catalog/providercredential/{credential.pk}/change/",
                            {"org": "", "name": credential.name, "provider": "openai", "secret": ROTATED_SECRET})
     credential.refresh_from_db()
     assert credential.get_secret() == ROTATED_SECRET and credential.last_four == ROTATED_SECRET[-4:]
@@ -242,14 +242,14 @@ def rotate_credential_secret(client, world):
 
 def delete_credential(client, world):
     credential = _spare_credential()
-    response = client.post(f"/admin/gateway/providercredential/{credential.pk}/delete/", {"post": "yes"})
+    response = client.post(f"/admin/catalog/providercredential/{credential.pk}/delete/", {"post": "yes"})
     assert not ProviderCredential.objects.filter(pk=credential.pk).exists()
     return response, [("credential.delete", credential.public_id, set())]
 
 
 def bulk_delete_credentials(client, world):
     credential = _spare_credential()
-    response = client.post("/admin/gateway/providercredential/", {
+    response = client.post("/admin/catalog/providercredential/", {
         "action": "delete_selected", "_selected_action": [credential.pk], "post": "yes"})
     assert not ProviderCredential.objects.filter(pk=credential.pk).exists()
     return response, [("credential.delete", credential.public_id, set())]
@@ -303,7 +303,7 @@ def test_a_protected_credential_is_not_deleted_and_nothing_is_audited(operator_c
                                                                      mock_credential):
     make_deployment("still-using-it")  # its deployment protects the credential
     before = AuditEvent.objects.count()
-    response = operator_client.post(f"/admin/gateway/providercredential/{mock_credential.pk}/delete/", {"post": "yes"})
+    response = operator_client.post(f"/admin/catalog/providercredential/{mock_credential.pk}/delete/", {"post": "yes"})
     assert response.status_code == 200 and ProviderCredential.objects.filter(pk=mock_credential.pk).exists()
     assert AuditEvent.objects.count() == before
 

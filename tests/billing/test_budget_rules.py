@@ -12,8 +12,8 @@ from billing.budgets import (
     load_budgets, plan_lease, remaining, reserved_prompt_tokens, verdict, window_bounds,
 )
 from billing.models import Budget
-from billing.money import Prices
-from gateway.models import Deployment, Route, RouteCandidate
+from catalog.money import Prices
+from catalog.models import Deployment, Route, RouteCandidate
 
 UTC = timezone.utc
 

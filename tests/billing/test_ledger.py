@@ -14,7 +14,7 @@ from django.utils import timezone
 from billing.budgets import BudgetBusy, BudgetExhausted, BudgetRule, counter_refs, plan_lease
 from billing.ledger import DatabaseLedger, RedisLedger
 from billing.models import Budget, UsageRecord
-from billing.money import Prices
+from catalog.money import Prices
 from billing.services import UsageDraft
 from tests.support.services import require
 

@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from billing.models import RateCard
-from billing.money import Prices, nanos_to_usd, price_per_mtok_from_per_token, scale_price, usd_to_nanos
-from billing.pricing import PricingError, base_prices, litellm_map_prices, org_prices
-from gateway.models import Deployment
+from catalog.money import Prices, nanos_to_usd, price_per_mtok_from_per_token, scale_price, usd_to_nanos
+from catalog.pricing import PricingError, base_prices, litellm_map_prices, org_prices
+from catalog.models import Deployment
 
 BASE = Prices(Decimal("2.50"), Decimal("10.00"))
 
@@ -84,7 +84,7 @@ def test_a_deployment_with_its_own_prices_is_billed_at_them(db):
 
 
 def test_a_deployment_without_prices_uses_litellms_bundled_price_map(db):
-    from gateway.providers import litellm
+    from catalog.litellm_setup import litellm
 
     entry = litellm.model_cost["gpt-4o-mini"]
     assert (entry["input_cost_per_token"], entry["output_cost_per_token"]) == (1.5e-07, 6e-07), \

@@ -20,7 +20,7 @@ from billing import deadletter, recorder
 from billing.budgets import BudgetRule, counter_refs, plan_lease
 from billing.ledger import RedisLedger, ledger
 from billing.models import Budget, UsageRecord
-from billing.money import Prices
+from catalog.money import Prices
 from billing.recorder import usage_recorder
 from billing.services import UsageDraft
 

@@ -260,7 +260,7 @@ async def test_a_filtered_budget_reroutes_at_rate_card_prices_over_real_sockets(
     await asyncio.to_thread(clear_usage, budget_stack)
     script = (
         "from decimal import Decimal; from billing.models import Budget, RateCard; "
-        "from gateway.models import Deployment, Route, RouteCandidate; "
+        "from catalog.models import Deployment, Route, RouteCandidate; "
         "from tenants.models import Organization; org = Organization.objects.get(slug='demo'); "
         "Budget.objects.filter(org=org).delete(); RateCard.objects.filter(org=org).delete(); "
         "premium, _ = Route.objects.get_or_create(org=org, alias='premium'); "

@@ -88,7 +88,7 @@ async def test_disabling_a_deployment_is_seen_by_every_process_within_a_second(s
     for i, ws in enumerate(sockets):  # both processes have the deployment resolved (and cached)
         await send_frame(ws, {**request, "request_id": f"before-{i}"})
         assert (await collect(ws))[f"before-{i}"][-1]["type"] == "llm_response_end"
-    toggle = ("from gateway.models import Deployment; "
+    toggle = ("from catalog.models import Deployment; "
               "Deployment.objects.filter(name='claude-3-opus').update(enabled={})")
     try:
         await asyncio.to_thread(stack.manage, "shell", "-c", toggle.format(False))
@@ -107,7 +107,7 @@ async def test_a_route_edit_is_seen_by_every_gateway_process_without_restart(sta
     second_port = stack.start_gateway()
     sockets = [await authed_socket(stack.url(), stack.api_key),
                await authed_socket(stack.url(second_port), stack.api_key)]
-    make_route = ("from gateway.models import Deployment, Route, RouteCandidate; "
+    make_route = ("from catalog.models import Deployment, Route, RouteCandidate; "
                   "r, _ = Route.objects.update_or_create(alias='best_available_general', org=None, "
                   "defaults={{'strategy': 'fallback'}}); r.candidates.all().delete(); "
                   "RouteCandidate.objects.create(route=r, deployment=Deployment.objects.get(name='{}', org=None))")

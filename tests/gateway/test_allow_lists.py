@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from billing.models import Budget
-from gateway.models import RoutingPolicy
+from catalog.models import RoutingPolicy
 from gateway.policies import apply_policies
 from gateway.protocol import LlmRequestFrame
 from gateway.routing import resolve_model_cached

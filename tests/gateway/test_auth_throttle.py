@@ -8,7 +8,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from gateway import auth as gateway_auth
-from openclaw_site import client_address
+from infra import client_address
 from openclaw_site.asgi import application
 from tenants.models import AuditEvent
 from tests.support.frames import next_frame, send_frame

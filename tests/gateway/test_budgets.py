@@ -203,7 +203,7 @@ async def test_the_org_can_tell_clients_their_remaining_budget(org, issued_key, 
 
 async def premium_and_cheap_routes(org, make_deployment):
     """Two single-deployment routes: "premium" ($30/$60 per million) and "cheap" ($0.5/$1.5)."""
-    from gateway.models import Route, RouteCandidate
+    from catalog.models import Route, RouteCandidate
 
     routes = []
     for alias, (input_price, output_price) in (("premium", ("30", "60")), ("cheap", ("0.5", "1.5"))):

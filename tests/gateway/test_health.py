@@ -32,9 +32,9 @@ class _UnreachableDatabase:
 
 @pytest.mark.django_db
 def test_readyz_names_a_failing_database_without_its_error(client, monkeypatch, caplog):
-    import gateway.views
+    import openclaw_site.probes
 
-    monkeypatch.setattr(gateway.views, "connection", _UnreachableDatabase())
+    monkeypatch.setattr(openclaw_site.probes, "connection", _UnreachableDatabase())
     with caplog.at_level(logging.DEBUG):
         response = client.get("/readyz")
     assert response.status_code == 503
@@ -73,10 +73,10 @@ class _SilentChannelLayer:
 @pytest.mark.parametrize("layer", [_BrokenChannelLayer, _SilentChannelLayer], ids=["refuses", "never-answers"])
 @pytest.mark.django_db
 def test_readyz_names_a_failing_channel_layer_without_its_error(client, monkeypatch, caplog, layer):
-    import gateway.views
+    import openclaw_site.probes
 
-    monkeypatch.setattr(gateway.views, "get_channel_layer", lambda *args, **kwargs: layer())
-    monkeypatch.setattr(gateway.views, "CHECK_TIMEOUT_SECONDS", 1)  # the silent layer is given up on
+    monkeypatch.setattr(openclaw_site.probes, "get_channel_layer", lambda *args, **kwargs: layer())
+    monkeypatch.setattr(openclaw_site.probes, "CHECK_TIMEOUT_SECONDS", 1)  # the silent layer is given up on
     with caplog.at_level(logging.DEBUG):
         response = client.get("/readyz")
     assert response.status_code == 503

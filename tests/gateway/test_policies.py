@@ -3,7 +3,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 
-from gateway.models import RoutingPolicy
+from catalog.models import RoutingPolicy
 from tests.gateway.test_consumer import authed, usage_of
 from tests.gateway.test_routes import make_route  # noqa: F401  (fixture)
 from tests.support.frames import collect, send_frame

@@ -6,8 +6,9 @@ from decimal import Decimal
 import pytest
 
 from gateway.health import COOLDOWN_SECONDS, FAILURE_THRESHOLD, HealthRegistry
-from gateway.models import Route, RouteCandidate
-from gateway.routing import Target, resolve_model
+from catalog.models import Route, RouteCandidate
+from catalog.targets import Target
+from gateway.routing import resolve_model
 from gateway.strategies import Candidate, order_candidates
 from tenants.access import authenticate_api_key
 from tests.gateway.test_consumer import authed, usage_of
@@ -90,7 +91,7 @@ def target(i, *, price="1", rpm=None, tpm=None, concurrency=None):
 
 
 def _prices(price):
-    from billing.money import Prices
+    from catalog.money import Prices
 
     return Prices(Decimal(price), Decimal(price))
 

@@ -52,7 +52,7 @@ def test_a_disabled_deployment_is_unavailable(org, make_deployment):
 
 
 def test_the_credential_is_encrypted_at_rest(mock_credential):
-    from gateway.models import ProviderCredential
+    from catalog.models import ProviderCredential
 
     row = ProviderCredential.objects.get(pk=mock_credential.pk)
     assert "mock-key-for-tests" not in row.encrypted_secret

@@ -47,7 +47,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from bench.truncation import conversation, quadratic_fit_baseline  # noqa: E402
 from gateway import counting, tokens  # noqa: E402
-from gateway.providers import litellm  # noqa: E402
+from catalog.litellm_setup import litellm  # noqa: E402
 from gateway.tokens import _count_messages, count_prompt_tokens, counting_cost, fit_prompt  # noqa: E402
 
 

@@ -23,8 +23,8 @@ if str(_ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 import pytest  # noqa: E402
 
-from gateway.mockllm import directives, textgen  # noqa: E402
-from gateway.mockllm.server import LEAKED_SECRET  # noqa: E402
+from mockllm import directives, textgen  # noqa: E402
+from mockllm.server import LEAKED_SECRET  # noqa: E402
 from tests.support.mockllm import MockLLMError, MockLLMProcess  # noqa: E402
 
 AUTH = {"Authorization": "Bearer mock-key"}

@@ -1,4 +1,4 @@
-"""Run the mock LLM (``python -m gateway.mockllm``) as a subprocess for tests.
+"""Run the mock LLM (``python -m mockllm``) as a subprocess for tests.
 
     with MockLLMProcess(rate=0, ttft_ms=0) as mock:
         litellm.acompletion(model="openai/mock-fast", api_base=mock.api_base, ...)
@@ -95,7 +95,7 @@ class MockLLMProcess:
         env.update(self.extra_env)
         self._stderr_file = tempfile.TemporaryFile(mode="w+b")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.mockllm", *self.args],
+            [sys.executable, "-m", "mockllm", *self.args],
             cwd=str(REPO_ROOT),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -144,7 +144,7 @@ class MockLLMProcess:
         stdout = "\n".join(self._stdout_lines)
         self.stop()
         raise MockLLMError(
-            f"{message}\ncommand: {sys.executable} -m gateway.mockllm {' '.join(self.args)}"
+            f"{message}\ncommand: {sys.executable} -m mockllm {' '.join(self.args)}"
             f"\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
         )
 

@@ -12,8 +12,8 @@ import json
 _SCRIPT = """
 import json
 from decimal import Decimal
-from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
-from gateway.demo import DEMO_ORG
+from catalog.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
+from openclaw_site.demo import DEMO_ORG
 from tenants.models import Organization
 
 spec = json.loads(SPEC)

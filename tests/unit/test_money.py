@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.money import Prices, format_usd, request_cost
+from catalog.money import Prices, format_usd, request_cost
 
 
 def test_it_computes_cost_exactly_from_token_counts_and_prices():

@@ -1,4 +1,4 @@
-"""Routing policy rules (gateway/rules.py): grammar, validation messages, evaluation."""
+"""Routing policy rules (catalog/rules.py): grammar, validation messages, evaluation."""
 from __future__ import annotations
 
 import ast
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import gateway.rules
-from gateway.rules import (
+import catalog.rules
+from catalog.rules import (
     Action,
     CompiledRules,
     RequestFacts,
@@ -201,7 +201,7 @@ def test_catastrophic_pattern_runs_in_linear_time():
 
 
 def test_python_re_is_not_used():
-    tree = ast.parse(Path(gateway.rules.__file__).read_text())
+    tree = ast.parse(Path(catalog.rules.__file__).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "re2" in imported
@@ -245,7 +245,7 @@ def test_multi_word_keywords_match_across_line_breaks():
 
 
 def test_prompt_matching_is_capped():
-    cap = gateway.rules.PROMPT_CAP
+    cap = catalog.rules.PROMPT_CAP
     assert cap == 100_000
     late = "x" * cap + " legal"
     assert holds({"keywords": ["request.prompt", ["legal"]]}, prompt=late) is False
@@ -553,9 +553,9 @@ def test_an_re2_failure_on_keywords_is_a_rule_error(monkeypatch):
     # Keywords are escaped, so RE2 should never reject them; if it ever does
     # (say, memory limits), saving the rules fails cleanly instead of crashing.
     def refuse(pattern, options=None):
-        raise gateway.rules.re2.error(b"pattern too large - compile failed")
+        raise catalog.rules.re2.error(b"pattern too large - compile failed")
 
-    monkeypatch.setattr(gateway.rules.re2, "compile", refuse)
+    monkeypatch.setattr(catalog.rules.re2, "compile", refuse)
     error = error_of({"keywords": ["request.prompt", ["legal"]]})
     assert (error.path, error.message) == ("condition.keywords[1]", KEYWORD_RE2_MESSAGE)
 

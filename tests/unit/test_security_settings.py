@@ -192,7 +192,7 @@ def test_the_admin_renders_and_works_under_the_policy(client):
                                                            "next": "/admin/"})
     assert logged_in.status_code == 302 and logged_in["Location"] == "/admin/"
     for url in ("/admin/login/", "/admin/", "/admin/tenants/organization/", "/admin/tenants/organization/add/",
-                "/admin/gateway/deployment/add/", "/admin/billing/budget/"):
+                "/admin/catalog/deployment/add/", "/admin/billing/budget/"):
         page = client.get(url) if url != "/admin/login/" else login_page
         assert page.status_code == 200, url
         assert "Content-Security-Policy" in page, url

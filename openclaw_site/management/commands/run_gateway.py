@@ -16,7 +16,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway.demo import demo_setup
+from openclaw_site.demo import demo_setup
 from openclaw_site.processes import gateway_command, mockllm_command, worker_command
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway.mockllm [--host H] [--port P] [--rate R] ...``.
+"""Command line: ``python -m mockllm [--host H] [--port P] [--rate R] ...``.
 
 Once listening it prints exactly one line, ``mockllm listening on http://HOST:PORT``, and
 flushes stdout; ``--port 0`` picks a free port. SIGTERM / SIGINT stop it cleanly (exit 0).
@@ -75,7 +75,7 @@ def run(*, host: str, port: int, rate: float, ttft_ms: float, default_tokens: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.mockllm",
+        prog="python -m mockllm",
         description="OpenAI-compatible mock LLM server for the OpenClaw gateway.",
     )
     add_arguments(parser)

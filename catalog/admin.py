@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
+from catalog.models import Deployment, ProviderCredential, Route, RouteCandidate, RoutingPolicy
 from tenants.admin_audit import AuditedAdmin
 
 

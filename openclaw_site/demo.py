@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from gateway.models import Deployment, ProviderCredential, Route, RouteCandidate
+from catalog.models import Deployment, ProviderCredential, Route, RouteCandidate
 from openclaw_site.env import read_or_create_secret_file
 from tenants.audit import record_event
 from tenants.models import AuditEvent, Membership, Organization

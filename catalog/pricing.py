@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Iterable
 
-from billing.money import Prices, price_per_mtok_from_per_token, scale_price
+from catalog.money import Prices, price_per_mtok_from_per_token, scale_price
 
 
 class PricingError(ValueError):
@@ -19,7 +19,7 @@ class PricingError(ValueError):
 
 
 def litellm_map_prices(litellm_model: str) -> Prices:
-    from gateway.providers import litellm
+    from catalog.litellm_setup import litellm
 
     entry = litellm.model_cost.get(litellm_model)
     if entry is None and "/" in litellm_model:

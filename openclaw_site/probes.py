@@ -1,4 +1,5 @@
-"""Health endpoints for load balancers and orchestrators."""
+"""The process's health probes for load balancers and orchestrators: liveness, and
+readiness of what it depends on (database, channel layer, Celery broker)."""
 from __future__ import annotations
 
 import asyncio

@@ -35,7 +35,7 @@ from aiohttp import web
 from . import directives as directives_mod
 from . import textgen
 
-log = logging.getLogger("gateway.mockllm")
+log = logging.getLogger("mockllm")
 
 # A fake secret that fault responses deliberately contain: the gateway must never forward
 # upstream error text to its clients, and tests elsewhere look for this string.

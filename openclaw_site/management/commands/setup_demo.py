@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from gateway.demo import demo_setup
+from openclaw_site.demo import demo_setup
 
 
 class Command(BaseCommand):

@@ -1,10 +1,10 @@
-"""``manage.py mockllm``: run the mock LLM (same options as ``python -m gateway.mockllm``)."""
+"""``manage.py mockllm``: run the mock LLM (same options as ``python -m mockllm``)."""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway.mockllm.__main__ import add_arguments, run
+from mockllm.__main__ import add_arguments, run
 
 
 class Command(BaseCommand):

@@ -6,5 +6,5 @@ messages (or an ``X-Mock-Directives`` header), so one running mock serves every 
 It records every request, including when the client went away, and exposes the records
 over HTTP (``/_mock/events``, ``/_mock/requests``).
 
-This package must not import Django: it runs standalone with ``python -m gateway.mockllm``.
+This package must not import Django: it runs standalone with ``python -m mockllm``.
 """
