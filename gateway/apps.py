@@ -6,9 +6,9 @@ class GatewayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        # Tenants announce revoked keys and suspended orgs through a signal (they sit
+        # Tenants announce revoked keys and suspended orgs through a hook (they sit
         # below the gateway and never import it): close those sockets everywhere.
-        from gateway.control import on_access_revoked
-        from tenants.signals import access_revoked
+        from gateway.control import close_revoked_sockets
+        from tenants import hooks
 
-        access_revoked.connect(on_access_revoked, dispatch_uid="gateway.close_revoked_sockets")
+        hooks.on_access_revoked("gateway.close_revoked_sockets", close_revoked_sockets)

@@ -27,8 +27,8 @@ def org_group(org_public_id: str) -> str:
     return f"org.{org_public_id}"
 
 
-def on_access_revoked(sender, *, kind: str, public_id: str, reason: str, **_) -> None:
-    """Receiver of `tenants.signals.access_revoked` (connected in gateway/apps.py)."""
+def close_revoked_sockets(kind: str, public_id: str, reason: str) -> None:
+    """The hook for `tenants.hooks.access_revoked` (registered in gateway/apps.py)."""
     broadcast_access_revoked(key_group(public_id) if kind == "api_key" else org_group(public_id), reason)
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from tenants.audit import record_event
 from tenants.keys import generate_key
 from tenants.models import ApiKey, AuditEvent, Membership, Organization
-from tenants.signals import access_revoked
+from tenants.hooks import access_revoked
 
 Actor = AuditEvent.ActorType
 
@@ -48,8 +48,8 @@ def close_org_sockets_on_commit(org: Organization) -> None:
     """Once the transaction commits, close the open sockets of a suspended org in every process."""
     if org.status != Organization.Status.ACTIVE:
         public_id = str(org.public_id)
-        transaction.on_commit(lambda: access_revoked.send(
-            sender=Organization, kind="organization", public_id=public_id, reason="organization suspended"))
+        transaction.on_commit(lambda: access_revoked(
+            kind="organization", public_id=public_id, reason="organization suspended"))
 
 
 def user_membership_set(*, org: Organization, username: str, role: str, email: str = "", password: str | None = None,
@@ -108,6 +108,6 @@ def api_key_revoke(*, api_key: ApiKey, actor_type: str = Actor.SYSTEM, actor: st
                 target_type="api_key", target_id=str(api_key.public_id), data={"key": api_key.display},
             )
             public_id = str(api_key.public_id)
-            transaction.on_commit(lambda: access_revoked.send(
-                sender=ApiKey, kind="api_key", public_id=public_id, reason="API key revoked"))
+            transaction.on_commit(lambda: access_revoked(
+                kind="api_key", public_id=public_id, reason="API key revoked"))
     return api_key
