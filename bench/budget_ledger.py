@@ -123,7 +123,7 @@ async def _measure(variant: str, org_id: int, key_id: int, rules, args) -> dict:
     from billing import ledger as ledger_module
     from billing.budgets import counter_refs, plan_lease
     from catalog.money import Prices, request_cost
-    from billing.services import UsageDraft
+    from billing.usage import UsageDraft
 
     books = ledger_module.ledger()  # chosen by REDIS_URL, exactly as in the gateway
     expected_kind = "redis" if variant == "redis" else "database"

@@ -1,7 +1,7 @@
 """The routing decision, in-process: ``python -m bench.routing_decision`` (also run by
 ``make bench``, after the streaming benchmark). About a minute.
 
-What is timed is exactly what ``gateway.generation.serve_request`` awaits to decide where a
+What is timed is exactly what ``gateway.pipeline.serve_request`` awaits to decide where a
 request goes, and nothing else:
 
     policy = await apply_policies(principal, frame, messages)          # gateway.policies

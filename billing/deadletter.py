@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError
 from django.utils import timezone
 
-from billing.services import UsageDraft
+from billing.usage import UsageDraft
 
 # Errors a record causes by what it holds: the same record fails the same way on
 # every attempt, so retrying it would only hold up the records behind it. Anything

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections
 
 from billing import deadletter
-from billing.services import UsageDraft
+from billing.usage import UsageDraft
 from infra.loopbound import PerLoop
 
 log = logging.getLogger(__name__)

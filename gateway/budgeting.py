@@ -20,7 +20,7 @@ from billing.budgets import BudgetBusy, BudgetExhausted, BudgetRefusal, BudgetRu
 from billing.ledger import keeper
 from billing.models import BudgetNotice
 from catalog.money import format_usd, nanos_to_usd, usd_to_nanos
-from billing.services import UsageDraft
+from billing.usage import UsageDraft
 from gateway.freshness import FreshCache
 from gateway.protocol import BUDGET_BUSY, ErrorCode, GatewayError
 from gateway.ratelimits import Limit, RateLimited, limiter, subject_hash

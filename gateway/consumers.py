@@ -18,14 +18,14 @@ from django.conf import settings
 from gateway import lifecycle, protocol
 from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_AUTH_THROTTLED, SCOPE_PRINCIPAL, authenticate, recheck_principal
 from gateway.auth_throttle import AuthThrottled
-from gateway.control import key_group, org_group
-from gateway.generation import RequestState, record_refusal, serve_request
+from gateway.revocation import key_group, org_group
+from gateway.pipeline import RequestState, record_refusal, serve_request
 from gateway.health import start_sharing as start_health_sharing
 from billing.ledger import keeper as budget_keeper
 from gateway.budgeting import remaining_for_key
 from gateway.freshness import freshness
 from infra.loopbound import PerLoop
-from gateway.presence import presence
+from gateway.key_connections import presence
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
 from tenants.access import AuthenticationFailed, KeyPrincipal
 

@@ -15,7 +15,7 @@ from billing.budgets import BudgetBusy, BudgetExhausted, BudgetRule, counter_ref
 from billing.ledger import DatabaseLedger, RedisLedger
 from billing.models import Budget, UsageRecord
 from catalog.money import Prices
-from billing.services import UsageDraft
+from billing.usage import UsageDraft
 from tests.support.services import require
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

@@ -22,7 +22,7 @@ from billing.ledger import RedisLedger, ledger
 from billing.models import Budget, UsageRecord
 from catalog.money import Prices
 from billing.recorder import usage_recorder
-from billing.services import UsageDraft
+from billing.usage import UsageDraft
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -625,12 +625,12 @@ async def test_disconnect_stops_every_request_and_closes_upstream_within_200ms(i
 
 
 async def test_an_internal_error_is_a_500_that_reveals_nothing(issued_key, deployment, monkeypatch):
-    import gateway.generation
+    import gateway.pipeline
 
     async def broken(*args, **kwargs):
         raise RuntimeError("database password is hunter2")
 
-    monkeypatch.setattr(gateway.generation, "count_prompt_tokens", broken)
+    monkeypatch.setattr(gateway.pipeline, "count_prompt_tokens", broken)
     comm = await authed(issued_key)
     await send_frame(comm, {"type": "llm_request", "request_id": "boom", "model": "mock-fast", "prompt": "hi"})
     error = await next_frame(comm)

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from billing import deadletter
 from billing.models import UsageRecord
-from billing.services import UsageDraft, usage_records_write
+from billing.usage import UsageDraft
+from billing.services import usage_records_write
 
 CHUNK = 500
 

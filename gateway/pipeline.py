@@ -22,7 +22,7 @@ from billing.budgets import BudgetBusy, BudgetRefusal
 from billing.models import UsageRecord
 from catalog.money import Prices, format_usd, request_cost
 from billing.recorder import usage_recorder
-from billing.services import UsageDraft
+from billing.usage import UsageDraft
 from gateway import protocol
 from gateway.budgeting import refusal_error, release_attempt, remaining_after, reserve_attempt
 from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
