@@ -1,8 +1,9 @@
 """Encryption at rest for provider credentials.
 
 MultiFernet over OPENCLAW_CREDENTIAL_KEYS: the first key encrypts, every key
-decrypts, so keys rotate by prepending a new one and re-encrypting
-(`manage.py rotate_credentials`). Independent of SECRET_KEY on purpose.
+decrypts, so keys rotate by prepending a new one and re-encrypting (`reencrypt_secret`;
+no command does it for every credential yet, docs/operations.md). Independent of
+SECRET_KEY on purpose.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ module is pure: no Django, no I/O. Rules are validated and compiled once (regexe
 included), then evaluated on every request against a `RequestFacts`.
 
 Tenant regexes run on RE2 (`re2`), whose matching time is linear in the input:
-one tenant's pattern cannot stall the process for everyone (DESIGN.md §10).
+one tenant's pattern cannot stall the process for everyone (docs/routing-rules.md,
+"Regular expressions").
 Python's backtracking `re` is deliberately not used anywhere in this module.
 """
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The one module that talks to litellm.
 
-`open_stream` calls `litellm.acompletion(stream=True)` with litellm's and the
-OpenAI client's own retries off (the gateway decides about retries and
-fallback), enforces the deployment's first-token, idle and total timeouts, and
-always closes the upstream HTTP stream when the caller stops reading — on
-normal end, error, cancel or client disconnect — so nothing is generated that
-nobody reads. Upstream error text is never passed on: it can echo credentials.
+`UpstreamStream` — opened by entering it, read through `deltas()`, ended by `close()` —
+calls `litellm.acompletion(stream=True)` with litellm's and the OpenAI client's own
+retries off (the gateway decides about retries and fallback), enforces the
+deployment's first-token, idle and total timeouts, and always closes the upstream
+HTTP stream when the caller stops reading — on normal end, error, cancel or client
+disconnect — so nothing is generated that nobody reads. Upstream error text is never passed on: it can echo credentials.
 
 Every failure is also classified by whose fault it is (`UpstreamError.deployment_fault`,
 docs/routing.md "Health and fallback"): the deployment's (timeouts, 5xx, connection

@@ -2,11 +2,11 @@
 
 Name resolution (docs/architecture.md): org route > org deployment > platform
 route > platform deployment. A route orders its candidates by its strategy
-(`gateway.strategies`); the generation tries them in that order until one
-produces a first token. The key's allow-list applies to the name the client sent
-and to every name resolved for it (a rule's choice, a budget's fallback route): a
-key allowed a route may be served by that route's candidates, and by nothing a
-name outside its list would resolve to.
+(`gateway.strategies`); the pipeline (`gateway.pipeline`) tries them in that
+order until one produces a first token. The key's allow-list applies to the name
+the client sent and to every name resolved for it (a rule's choice, a budget's
+fallback route): a key allowed a route may be served by that route's candidates,
+and by nothing a name outside its list would resolve to.
 """
 from __future__ import annotations
 
