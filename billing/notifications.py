@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, wait
 from datetime import datetime, timezone as dt_timezone
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -103,12 +104,19 @@ def _hand_over(key: tuple, kwargs: dict) -> None:
         _forget(key, retry_after=RETRY_HANDOVER_AFTER)
 
 
-def queue_task(name: str, *args, **kwargs) -> None:
-    """Queue the billing task registered as `name`. Named, not imported: the tasks are
-    thin wrappers that import this module, and the import goes one way."""
-    from celery import current_app
+# The Celery tasks this module queues, registered by billing/tasks.py when it is
+# imported (billing/apps.py imports it in every process). The tasks are thin wrappers
+# around this module, so the import goes one way: tasks -> notifications.
+_tasks: dict[str, Any] = {}
 
-    current_app.tasks[name].delay(*args, **kwargs)
+
+def register_task(name: str, task) -> None:
+    _tasks[name] = task
+
+
+def queue_task(name: str, *args, **kwargs) -> None:
+    """Queue the billing task registered as `name`."""
+    _tasks[name].delay(*args, **kwargs)
 
 
 def _forget(key: tuple, *, retry_after: float = 0.0) -> None:

@@ -57,3 +57,8 @@ def deliver_budget_webhook(self, notice_id: int) -> dict:
     except WebhookFailed as exc:
         logger.info("webhook of budget notice %s failed (attempt %s): %s", notice_id, self.request.retries + 1, exc)
         raise
+
+
+# Queued by name from billing.notifications (which must not import this module).
+notifications.register_task("billing.tasks.send_budget_notice", send_budget_notice)
+notifications.register_task("billing.tasks.deliver_budget_webhook", deliver_budget_webhook)

@@ -114,7 +114,7 @@ class Stack:
         """A Celery client that sends to this stack's broker and queue (task names, no imports)."""
         from celery import Celery
 
-        client = Celery("openclaw-test", broker=self.broker_url, backend=self.result_backend)
+        client = Celery("openclaw-test", broker=self.broker_url, backend=self.result_backend, set_as_current=False)
         client.conf.task_default_queue = self.env["OPENCLAW_CELERY_QUEUE"]
         return client
 
