@@ -328,12 +328,12 @@ def _redis_db(url: str) -> int:
 
 def _prepare_postgres(url: str) -> str | None:
     """Drop and recreate the benchmark's own database (migrated later). None when it works."""
-    from tests.support.stack import _recreate_pg_database
+    from tests.support.stack import recreate_pg_database
 
     if urlparse(url).path.lstrip("/") in NEVER_TOUCH_DATABASES:
         raise SystemExit(f"refusing to touch {url}")
     try:
-        _recreate_pg_database(url, DATABASE_NAME)
+        recreate_pg_database(url, DATABASE_NAME)
     except Exception as exc:  # noqa: BLE001 - reported, the variant is skipped
         return f"PostgreSQL not available ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
     return None

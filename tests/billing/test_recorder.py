@@ -1,8 +1,9 @@
-"""The usage recorder against the real database of the pass (SQLite, then PostgreSQL)
-and the pass's budget ledger: one record the database refuses never holds up the
-others, it is set aside durably in the dead-letter file, and `manage.py
-replay_usage` writes it later; connection errors are retried; a shutdown that
-gives up sets the unwritten records aside instead of dropping them."""
+"""The usage recorder (billing/recorder.py) against the real database of the pass
+(SQLite, then PostgreSQL) and the pass's budget ledger: one record the database
+refuses never holds up the others, it is set aside durably in the dead-letter file
+(billing/deadletter.py), and `manage.py replay_usage` writes it later; connection
+errors are retried; a shutdown that gives up sets the unwritten records aside instead
+of dropping them."""
 import asyncio
 import io
 import json

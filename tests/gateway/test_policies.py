@@ -4,8 +4,8 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 
 from catalog.models import RoutingPolicy
-from tests.gateway.test_consumer import authed, usage_of
-from tests.gateway.test_routes import make_route  # noqa: F401  (fixture)
+from tests.support.consumer import authed, usage_of
+from tests.support.catalog import make_route  # noqa: F401  (fixture)
 from tests.support.frames import collect, send_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,6 +1,11 @@
+"""Tokens (gateway/tokens.py): max_tokens clamped by every limit, prompts counted and
+truncated (each message counted once, the same answer as the old quadratic way), where
+counting runs (gateway/counting.py's per-org gate, reached through `count_prompt_tokens`
+and `fit_prompt` as the request path reaches it), and, through the consumer against the
+real mock LLM, what a client sees of clamping and truncation."""
 import pytest
 
-from gateway.tokens import PromptTooLong, _fit, clamp_max_tokens, model_max_output_tokens
+from gateway.tokens import PromptTooLong, clamp_max_tokens, fit_prompt, model_max_output_tokens
 
 
 def test_max_tokens_is_clamped_by_every_limit():
@@ -20,23 +25,26 @@ def test_the_models_own_output_maximum_comes_from_litellms_map():
     assert model_max_output_tokens("openai/no-such-model") is None
 
 
-def test_truncation_drops_the_oldest_turns_and_keeps_system_prompts_and_the_last_message():
+async def test_truncation_drops_the_oldest_turns_and_keeps_system_prompts_and_the_last_message():
     messages = [{"role": "system", "content": "be brief"}]
     for i in range(6):
         messages += [{"role": "user", "content": f"q{i} " + "word " * 50},
                      {"role": "assistant", "content": f"a{i} " + "word " * 50}]
     messages.append({"role": "user", "content": "last"})
-    fitted = _fit("gpt-4o", messages, 10_000, 250)
+    fitted = await fit_prompt("gpt-4o", messages, 10_000, 250)
     assert fitted.messages[0] == messages[0] and fitted.messages[-1] == messages[-1]
     assert fitted.prompt_tokens <= 250 and fitted.removed_messages >= 8
     kept = [m["content"].split()[0] for m in fitted.messages[1:-1]]
     assert kept == [m["content"].split()[0] for m in messages[-1 - len(kept):-1]]  # the newest, in order
     with pytest.raises(PromptTooLong) as too_long:
-        _fit("gpt-4o", [{"role": "system", "content": "x " * 400}, {"role": "user", "content": "hi"}], 500, 100)
+        await fit_prompt("gpt-4o", [{"role": "system", "content": "x " * 400}, {"role": "user", "content": "hi"}],
+                         500, 100)
     assert too_long.value.needed > 100 and len(too_long.value.minimal) == 2
 
 
 # --- truncation: each message counted once, the same answer as before ----------------------------
+# These call the inner `tokens._fit` on purpose: they compare its answer and its counting
+# with the old algorithm's (bench/truncation.py), which `fit_prompt` would only wrap.
 
 import asyncio  # noqa: E402
 import os  # noqa: E402
@@ -48,7 +56,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 from bench.truncation import conversation, quadratic_fit_baseline  # noqa: E402
 from gateway import counting, tokens  # noqa: E402
 from catalog.litellm_setup import litellm  # noqa: E402
-from gateway.tokens import _count_messages, count_prompt_tokens, counting_cost, fit_prompt  # noqa: E402
+from gateway.tokens import _count_messages, count_prompt_tokens, counting_cost  # noqa: E402
 
 
 class CountedCalls:
@@ -228,3 +236,92 @@ async def test_a_cancelled_count_keeps_its_orgs_slot_until_its_thread_is_done(mo
         counter.release.set()
     assert await asyncio.wait_for(second, 10) == 7
     assert first.cancelled() and counter.most_running == 1 and counting.gate().busy("org-a") == 0
+
+
+# --- through the consumer: what a client sees ------------------------------------------------------
+
+from tests.support.consumer import authed  # noqa: E402
+from tests.support.frames import collect, send_frame  # noqa: E402
+
+consumer = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def deployment(make_deployment):
+    return make_deployment("mock-fast")
+
+
+async def ask(comm, request_id, prompt="hi [[mock tokens=3]]", model="mock-fast", **extra):
+    frame = {"type": "llm_request", "request_id": request_id, "model": model, **extra}
+    if prompt is not None:
+        frame["prompt"] = prompt
+    await send_frame(comm, frame)
+    return (await collect(comm))[request_id]
+
+
+@consumer
+async def test_max_tokens_is_clamped_by_key_org_deployment_and_model(org, issued_key, make_deployment):
+    # The model's own maximum: litellm's map gives gpt-4-turbo 4096 output tokens.
+    await asyncio.to_thread(make_deployment, "mock-gpt4", litellm_model="openai/gpt-4-turbo",
+                            max_output_tokens=100_000, context_window=200_000)
+    await asyncio.to_thread(make_deployment, "mock-small", max_output_tokens=64)
+    comm = await authed(issued_key)
+    start = (await ask(comm, "model", model="mock-gpt4", parameters={"max_tokens": 50_000}))[0]
+    assert start["max_tokens"] == 4096
+    start = (await ask(comm, "deployment", model="mock-small", parameters={"max_tokens": 50_000}))[0]
+    assert start["max_tokens"] == 64
+    org.max_tokens_per_request = 48
+    await org.asave()
+    await comm.disconnect()
+    comm = await authed(issued_key)  # limits are read when a socket authenticates
+    start = (await ask(comm, "org", model="mock-small", parameters={"max_tokens": 50_000}))[0]
+    assert start["max_tokens"] == 48
+    api_key = issued_key.api_key
+    api_key.max_tokens_per_request = 32
+    await api_key.asave()
+    await comm.disconnect()
+    comm = await authed(issued_key)
+    frames = await ask(comm, "key", model="mock-small", parameters={"max_tokens": 50_000})
+    assert frames[0]["max_tokens"] == 32 and frames[-1]["type"] == "llm_response_end"  # served, not refused
+    await comm.disconnect()
+
+
+def long_conversation(turns: int) -> list[dict]:
+    messages = [{"role": "system", "content": "You are terse. SYSTEM-MARK"}]
+    for i in range(turns):
+        messages.append({"role": "user", "content": f"question {i} " + "lorem ipsum dolor sit amet " * 20})
+        messages.append({"role": "assistant", "content": f"answer {i} " + "consectetur adipiscing elit " * 20})
+    messages.append({"role": "user", "content": "NEWEST-MARK what now? [[mock tokens=3 tag=truncation]]"})
+    return messages
+
+
+@consumer
+async def test_a_long_conversation_is_truncated_keeping_the_system_prompt_and_newest_turns(
+        org, issued_key, deployment, mockllm):
+    org.max_input_tokens = 800
+    await org.asave()
+    comm = await authed(issued_key)
+    messages = long_conversation(10)  # about 2,500 tokens
+    frames = (await ask(comm, "long", messages=messages, prompt=None))
+    start, end = frames[0], frames[-1]
+    assert end["type"] == "llm_response_end", frames
+    assert start["truncated"] is True and start["truncated_tokens"] > 1_000
+    assert start["prompt_tokens"] <= 800
+    sent = (await asyncio.to_thread(mockllm.requests, "truncation"))[-1]["messages"]
+    assert sent[0]["content"].endswith("SYSTEM-MARK")
+    assert sent[-1]["content"].startswith("NEWEST-MARK")
+    assert "answer 9" in sent[-2]["content"]  # the newest turns survive
+    assert all("question 0 " not in m["content"] for m in sent)  # the oldest went first
+    await comm.disconnect()
+
+
+@consumer
+async def test_a_prompt_that_cannot_fit_even_truncated_gets_400_with_the_numbers(org, issued_key, deployment):
+    org.max_input_tokens = 100
+    await org.asave()
+    comm = await authed(issued_key)
+    messages = [{"role": "system", "content": "rules " * 300}, {"role": "user", "content": "hi"}]
+    error = (await ask(comm, "nofit", messages=messages, prompt=None))[-1]
+    assert (error["type"], error["code"]) == ("error", 400)
+    assert "even truncated" in error["message"] and "input limit of 100 tokens" in error["message"]
+    await comm.disconnect()

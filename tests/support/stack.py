@@ -59,7 +59,7 @@ class Stack:
         self.env["OPENCLAW_CELERY_QUEUE"] = f"openclaw-{name}-{os.getpid()}"
         base_url = os.environ.get("DATABASE_URL", "")
         if base_url.startswith("postgres"):
-            self.pg_url = _recreate_pg_database(base_url, f"openclaw_{name}_{os.getpid()}")
+            self.pg_url = recreate_pg_database(base_url, f"openclaw_{name}_{os.getpid()}")
             self.env["DATABASE_URL"] = self.pg_url
             self.sqlite_path = None
         else:
@@ -158,7 +158,7 @@ class Stack:
             time.sleep(0.05)
 
 
-def _recreate_pg_database(base_url: str, name: str) -> str:
+def recreate_pg_database(base_url: str, name: str) -> str:
     import psycopg
 
     parsed = urlparse(base_url)

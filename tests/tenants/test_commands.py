@@ -1,3 +1,5 @@
+"""The tenants' management commands (tenants/management/commands/: create_org, create_user,
+create_api_key): they create what they say, with a working key, and explain bad input."""
 import pytest
 from django.core.management import CommandError, call_command
 

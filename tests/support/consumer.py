@@ -1,0 +1,30 @@
+"""The gateway's consumer in-process, over channels' WebsocketCommunicator: open a
+socket, authenticate it, and read the usage record a request left behind."""
+from channels.testing import WebsocketCommunicator
+
+from billing.models import UsageRecord
+from billing.recorder import usage_recorder
+from openclaw_site.asgi import application
+from tests.support.frames import next_frame, send_frame
+
+
+async def usage_of(client_request_id: str) -> UsageRecord:
+    """The request's usage record, once the recorder has written what it holds."""
+    assert await usage_recorder.flush(timeout=10)
+    return await UsageRecord.objects.aget(client_request_id=client_request_id)
+
+
+async def connect(headers=None) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(application, "/websocket", headers=headers or [])
+    connected, _ = await comm.connect()
+    assert connected
+    return comm
+
+
+async def authed(issued_key) -> WebsocketCommunicator:
+    """A socket authenticated with the key's auth frame (auth_ok already read)."""
+    comm = await connect()
+    await send_frame(comm, {"type": "auth", "token": issued_key.raw})
+    ok = await next_frame(comm)
+    assert ok["type"] == "auth_ok"
+    return comm
