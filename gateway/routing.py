@@ -169,12 +169,6 @@ def _check_allowed(principal: KeyPrincipal, name: str, request_id: str) -> None:
         raise GatewayError(ErrorCode.FORBIDDEN, f"this API key may not use {name!r}", request_id=request_id)
 
 
-def resolve_model(principal: KeyPrincipal, name: str, *, request_id: str) -> RouteDecision:
-    """Pick the deployments for `name` or raise GatewayError 403/404/503 (reads the database)."""
-    _check_allowed(principal, name, request_id)
-    return _decide(name, find_deployment(principal.org_id, name), request_id)
-
-
 # Resolution results are kept this long per (org, name) in each process: a
 # route or deployment edited or disabled in the admin is seen within this time,
 # and the request path skips a database round trip (and Channels' shared DB
