@@ -707,11 +707,6 @@ def ledger():
     return _keeper.get().ledger
 
 
-def current_keeper() -> LeaseKeeper | None:
-    """The running loop's keeper if one was made, without making one."""
-    return _keeper.existing()
-
-
 def reset() -> None:
     """Forget the keeper, its ledger and the leases it held (a fresh process, tests)."""
     _keeper.forget()
