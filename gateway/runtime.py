@@ -53,7 +53,6 @@ class GatewayRuntime:
             return
         from billing.ledger import keeper
         from billing.recorder import usage_recorder
-        from gateway import health
         from gateway.auth_throttle import flusher
         from gateway.freshness import freshness
         from gateway.key_connections import presence
