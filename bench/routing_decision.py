@@ -210,8 +210,8 @@ async def _measure(principal, deployment_ids: dict[str, int], args) -> dict:
     from gateway.routing import resolve_model_cached
 
     loads = _Loads()
-    # The gateway's configuration-version poller, as a gateway process starts it with its
-    # first connection: cache entries loaded under the version it read stay valid.
+    # The gateway's configuration-version poller, as a gateway process starts it (with its
+    # runtime, gateway/runtime.py): cache entries loaded under the version it read stay valid.
     fresh = freshness()
     fresh.start()
     deadline = time.monotonic() + 10
@@ -225,8 +225,8 @@ async def _measure(principal, deployment_ids: dict[str, int], args) -> dict:
             health.begin_attempt(deployment_ids[name])
 
     def clear_caches() -> None:
-        routing._resolution_cache.clear()
-        policies._cache.clear()
+        routing.reset()
+        policies.reset()
 
     async def decide(frame, request_id: str):
         messages = frame.chat_messages()  # as serve_request builds it, before routing

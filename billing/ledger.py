@@ -44,7 +44,7 @@ from billing.models import Budget, BudgetCounter, BudgetLease, UsageRecord
 from catalog.money import Prices, request_cost, usd_to_nanos
 from billing.usage import UsageDraft
 from billing.services import usage_records_write
-from infra.loopbound import PerLoop
+from infra.loopbound import Background, PerLoop, stop_tasks
 from infra.threads import UPKEEP, run_in_db_thread
 
 log = logging.getLogger(__name__)
@@ -586,12 +586,17 @@ class RedisLedger:
 
 class LeaseKeeper:
     """Extends this process's open leases and reaps expired ones (any process's), and
-    tells requests waiting for room in a budget when a reservation settles."""
+    tells requests waiting for room in a budget when a reservation settles.
+
+    Its upkeep runs from `start()` to `stop()` (the gateway process's runtime,
+    gateway/runtime.py, calls both). The Redis subscription that hears other
+    processes' settlements is opened by the first request that waits for room, and
+    reopened by the next one if it dropped; `stop()` closes it too."""
 
     def __init__(self, ledger) -> None:
         self.ledger = ledger
         self.open: dict[uuid.UUID, Lease] = {}
-        self._task: asyncio.Task | None = None
+        self._upkeep = Background("budget-leases", self._run)
         self._held_at: dict[uuid.UUID, float] = {}
         # How long a reservation is typically held (an average of recent ones): the
         # basis of `retry_after_ms` when reservations in flight fill a budget.
@@ -601,13 +606,20 @@ class LeaseKeeper:
         self._turns: dict[tuple, asyncio.Lock] = {}
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="budget-leases")
+        """Start extending and reaping leases (idempotent)."""
+        self._upkeep.start()
+
+    async def stop(self) -> None:
+        """Stop the upkeep and the settlement subscription. Leases still open are no
+        longer extended: they expire and are reaped (billed from their checkpoint)."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await stop_tasks([watch], timeout=10)
+        await self._upkeep.stop()
 
     def hold(self, lease: Lease) -> None:
         self.open[lease.request_id] = lease
         self._held_at[lease.request_id] = time.monotonic()
-        self.start()
 
     def drop(self, lease: Lease) -> None:
         """The lease is settled or released: stop extending it, and wake the waiters."""
@@ -693,3 +705,8 @@ def keeper() -> LeaseKeeper:
 
 def ledger():
     return _keeper.get().ledger
+
+
+def reset() -> None:
+    """Forget the keeper, its ledger and the leases it held (a fresh process, tests)."""
+    _keeper.forget()

@@ -4,7 +4,11 @@ A request hands its finished `UsageDraft` to `usage_recorder.submit()` (no
 await, so cancellation cannot lose it). One task per event loop drains the
 queue in batches on a dedicated thread, so a slow database never delays a
 token frame or another consumer's database work (Channels' thread-sensitive
-executor is not used).
+executor is not used). A gateway process starts that task with its runtime
+(gateway/runtime.py) and stops it last on shutdown, after a final flush; a
+record submitted where it is not running (a tool or test without the runtime,
+a straggler after the stop) starts it, so no record ever waits for a writer
+that is not there.
 
 No record may hold up another. A batch that fails for a reason of the
 database's (connection, operational errors) is retried with backoff: nothing
@@ -26,7 +30,7 @@ from django.db import close_old_connections
 
 from billing import deadletter
 from billing.usage import UsageDraft
-from infra.loopbound import PerLoop
+from infra.loopbound import PerLoop, on_every_worker, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,11 @@ class _Pending:
     def _start(self) -> asyncio.Task:
         return asyncio.get_running_loop().create_task(self.recorder._run(self), name="usage-recorder")
 
+    def keep_writing(self) -> None:
+        """Start the writer again if it was stopped."""
+        if self.task.done():
+            self.task = self._start()
+
     def take_unwritten(self) -> list[UsageDraft]:
         """Stop the writer and hand over every record it had not written (it starts
         afresh for records submitted later)."""
@@ -67,8 +76,25 @@ class UsageRecorder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
         self._pending = PerLoop(lambda: _Pending(self))
 
+    def start(self) -> None:
+        """Start the running loop's writer (idempotent)."""
+        self._pending.get().keep_writing()
+
+    async def stop(self, timeout: float = 15) -> bool:
+        """Write every record submitted so far, then stop the writer. Records still
+        unwritten after `timeout` are set aside in the dead-letter file (as the
+        shutdown flush does); returns False then."""
+        written = True
+        while (pending := self._pending.existing()) is not None and not pending.task.done():
+            written = await self.flush(timeout, set_aside_on_timeout=True) and written
+            if pending.idle.is_set():  # nothing was submitted since: the writer waits on an empty queue
+                if await stop_tasks([pending.task], timeout=10):
+                    raise RuntimeError("the usage writer would not stop")
+        return written
+
     def submit(self, draft: UsageDraft) -> None:
         pending = self._pending.get()
+        pending.keep_writing()
         pending.idle.clear()
         pending.queue.put_nowait(draft)
 
@@ -185,6 +211,15 @@ class UsageRecorder:
                     break
                 attempt = await _backoff(attempt, f"lease of set-aside record {draft.request_id} not settled yet")
         books_keeper_drop(draft.lease)
+
+    def wait_for_writer_thread(self) -> None:
+        """Block until the writer thread has finished the database call it is making
+        (before a test database is flushed: a write racing it would deadlock)."""
+        on_every_worker(self._executor)
+
+    def reset(self) -> None:
+        """Forget the queue of a loop that is gone (a fresh process, tests)."""
+        self._pending.forget()
 
     def close_connections(self) -> None:
         """Close the writer thread's database connection (process exit, test teardown)."""

@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 
 from gateway import auth_throttle
 from gateway.auth_throttle import AuthThrottled
-from gateway.freshness import _freshness
+from gateway import freshness
 from infra import client_address
 from tenants.access import AuthenticationFailed, KeyPrincipal, api_key_access_problem, authenticate_api_key
 from tenants.keys import parse_key
@@ -50,7 +50,7 @@ _recheck_cache: dict[int, tuple[float, str]] = {}
 
 async def recheck_principal(principal: KeyPrincipal) -> str:
     """Why this connection's key may no longer be used, or "" — cached per key for RECHECK_SECONDS."""
-    fresh = _freshness.existing()
+    fresh = freshness.current()
     if fresh is not None:
         problem = fresh.key_problem(principal.key_id)  # this process re-checks its open keys in the background
         if problem is not None:
@@ -64,6 +64,11 @@ async def recheck_principal(principal: KeyPrincipal) -> str:
         _recheck_cache.clear()
     _recheck_cache[principal.key_id] = (now + RECHECK_SECONDS, problem)
     return problem
+
+
+def reset() -> None:
+    """Forget the cached re-checks (gateway.runtime.reset)."""
+    _recheck_cache.clear()
 
 
 def _bearer_token(scope) -> str | None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection
 
-from infra.loopbound import PerLoop, spawn
+from infra.loopbound import Background, PerLoop, spawn
 from tenants.auth_audit import Failure, failure_audit, write as write_audit
 from tenants.keys import digests_match, display_prefix
 
@@ -181,20 +181,25 @@ async def known_key(lookup: str) -> KnownKey | None:
 # --- the audit summaries' background writer ----------------------------------------------
 
 class SummaryFlusher:
-    """Writes burst summaries within a second of their window's end, while any are open."""
+    """Writes burst summaries within a second of their window's end (runs with the
+    gateway process, gateway/runtime.py; a second with no burst open costs nothing)."""
 
     def __init__(self) -> None:
-        self._task: asyncio.Task | None = None
+        self._task = Background("auth-audit-summaries", self._run)
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="auth-audit-summaries")
+        self._task.start()
+
+    async def stop(self) -> None:
+        await self._task.stop()
 
     async def _run(self) -> None:
         from infra.threads import run_in_db_thread
 
-        while failure_audit.pending():
+        while True:
             await asyncio.sleep(1)
+            if not failure_audit.pending():
+                continue
             try:
                 await run_in_db_thread(failure_audit.write_due)
             except Exception:
@@ -243,7 +248,6 @@ async def failed(*, subject: str | None, lookup: str | None) -> None:
             ([lookup_counter(lookup)] if lookup is not None else [])
     if names:
         await counters().failed(names)
-    flusher().start()  # the failure opened or grew an audit burst
 
 
 def _count_refusal(org, actor: str, source: str, address: str | None, name: str) -> None:
@@ -254,7 +258,14 @@ def _count_refusal(org, actor: str, source: str, address: str | None, name: str)
         from infra.threads import run_in_db_thread
 
         spawn(run_in_db_thread(write_audit, due))
-    flusher().start()
+
+
+def reset() -> None:
+    """Forget this process's known keys, in-memory counters and summary writer
+    (gateway.runtime.reset; counters in Redis are shared: see forget_failures)."""
+    _known.clear()
+    _counters.forget()
+    _flusher.forget()
 
 
 def forget_failures() -> None:

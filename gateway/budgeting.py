@@ -255,3 +255,7 @@ def _usage_for_recovery(draft: UsageDraft, decision: RouteDecision, target: Targ
         "output_price_per_mtok": str(target.prices.output_per_mtok),
     }
 
+
+def reset() -> None:
+    """Forget the cached org budgets (gateway.runtime.reset)."""
+    _budget_cache.clear()

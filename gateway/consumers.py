@@ -15,13 +15,11 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from gateway import lifecycle, protocol
+from gateway import connections, lifecycle, protocol
 from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_AUTH_THROTTLED, SCOPE_PRINCIPAL, authenticate, recheck_principal
 from gateway.auth_throttle import AuthThrottled
 from gateway.revocation import key_group, org_group
 from gateway.pipeline import RequestState, record_refusal, serve_request
-from gateway.health import start_sharing as start_health_sharing
-from billing.ledger import keeper as budget_keeper
 from gateway.budgeting import remaining_for_key
 from gateway.freshness import freshness
 from infra.loopbound import PerLoop
@@ -54,10 +52,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.presence_key: tuple[int, str] = (0, "")  # (key id, public id) the slot was taken for
         self.groups_joined: list[str] = []
         await self.accept()
-        lifecycle.register(self)
-        start_health_sharing()
-        budget_keeper().start()  # extends this process's budget leases, settles lost processes' ones
-        freshness().start()  # keeps this process's caches valid while nothing changes
+        # The process's background services (health sharing, budget leases, the
+        # configuration poller...) run from the server's start: gateway/runtime.py.
+        connections.register(self)
         if lifecycle.draining:
             await self.send_frame(protocol.error_frame(
                 ErrorCode.NO_HEALTHY_DEPLOYMENT, "this server is shutting down; reconnect", retryable=True))
@@ -95,7 +92,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if self.released:
             return
         self.released = self.closed = True
-        lifecycle.unregister(self)
+        connections.unregister(self)
         if self.auth_timer:
             self.auth_timer.cancel()
         # Each task closes its upstream stream and hands its usage record over.

@@ -5,8 +5,8 @@ A cache entry used to be trusted for one second, so a client sending a request a
 little more than a second after the previous one paid for several queries (and
 thread hops) before its request went upstream.
 
-Now one background task per process (started with the first connection) does two
-cheap things every `POLL_SECONDS`:
+Now one background task per process (started with the process by the gateway's
+runtime, gateway/runtime.py) does two cheap things every `POLL_SECONDS`:
 
 - reads `ConfigVersion` (one row, bumped by database triggers on every write to a
   table the gateway caches — keys, orgs, deployments, credentials, routes, policies,
@@ -33,7 +33,7 @@ import time
 from django.db import connection
 from django.utils import timezone
 
-from infra.loopbound import PerLoop, spawn
+from infra.loopbound import Background, PerLoop, spawn
 from infra.threads import FRESHNESS
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,15 @@ class Freshness:
         self.key_problems: dict[int, str] = {}
         self.keys_read_at = 0.0
         self.open_keys: dict[int, int] = {}  # key id -> open connections in this process
-        self._task: asyncio.Task | None = None
+        self._poller = Background("freshness", self._run)
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="freshness")
+        """Start polling (idempotent)."""
+        self._poller.start()
+
+    async def stop(self) -> None:
+        """Stop polling: the caches fall back to their one-second expiry."""
+        await self._poller.stop()
 
     def key_opened(self, key_id: int) -> None:
         self.open_keys[key_id] = self.open_keys.get(key_id, 0) + 1
@@ -97,7 +101,7 @@ class Freshness:
 
     @staticmethod
     def _close_unusable(problems: dict[int, str]) -> None:
-        from gateway.lifecycle import connections_of_key
+        from gateway.connections import connections_of_key
 
         for key_id, problem in problems.items():
             if problem:
@@ -132,6 +136,16 @@ _freshness = PerLoop(Freshness)
 
 def freshness() -> Freshness:
     return _freshness.get()
+
+
+def current() -> Freshness | None:
+    """The running loop's poller if one was made, without making one."""
+    return _freshness.existing()
+
+
+def reset() -> None:
+    """Forget the poller and what it knew (gateway.runtime.reset)."""
+    _freshness.forget()
 
 
 def cache_valid(loaded_at: float, version: int | None) -> bool:

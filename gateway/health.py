@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-from infra.loopbound import PerLoop, spawn
+from infra.loopbound import Background, PerLoop, spawn
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,22 @@ def start_sharing() -> None:
     health.sharing.start()
 
 
+async def stop_sharing() -> None:
+    """Stop hearing other processes' health and publishing ours (the local registry stays)."""
+    sharing = _sharing.existing()
+    if health.sharing is sharing:
+        health.sharing = None
+    if sharing is not None:
+        await sharing.stop()
+
+
+def reset() -> None:
+    """Forget every deployment's health and the sharing (gateway.runtime.reset)."""
+    health.clear()
+    health.sharing = None
+    _sharing.forget()
+
+
 # --- Sharing across processes ---------------------------------------------------------
 #
 # With Redis, a process that opens a breaker (or measures a time to first token)
@@ -238,11 +254,13 @@ class HealthSharing:
         # database: processes sharing one database share health, and two
         # databases on one Redis (tests, staging) never mix.
         self.prefix = f"{CHANNEL}:{connection.settings_dict['NAME']}"
-        self._listener: "asyncio.Task | None" = None
+        self._listener = Background("health-sharing", self._listen)
 
     def start(self) -> None:
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="health-sharing")
+        self._listener.start()
+
+    async def stop(self) -> None:
+        await self._listener.stop()
 
     def publish(self, event: dict) -> None:
         spawn(self._publish(event))

@@ -76,3 +76,8 @@ def _evaluate(rule_sets, facts: RequestFacts, requested: str, allowed=lambda nam
                 continue
             return PolicyOutcome(name=name, strategy=action.strategy, rules=tuple(matched))
     return PolicyOutcome(name=requested, strategy=None, rules=())
+
+
+def reset() -> None:
+    """Forget the cached compiled routing policies (gateway.runtime.reset)."""
+    _cache.clear()

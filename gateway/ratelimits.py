@@ -156,6 +156,11 @@ def limiter() -> DatabaseLimiter | RedisLimiter:
     return _limiter.get()
 
 
+def reset() -> None:
+    """Forget the limiter (gateway.runtime.reset)."""
+    _limiter.forget()
+
+
 def count_completion(scopes: list[str], tokens: int) -> None:
     """Add a finished request's completion tokens to its token limits (not awaited:
     it runs after the request's last frame)."""

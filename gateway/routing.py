@@ -200,3 +200,8 @@ async def resolve_model_cached(principal: KeyPrincipal, name: str, *, request_id
     if policy is not None and policy.rules:
         decision.rules = list(policy.rules)
     return decision
+
+
+def reset() -> None:
+    """Forget the cached model-name resolutions (gateway.runtime.reset)."""
+    _resolution_cache.clear()

@@ -1,5 +1,5 @@
-"""One object per running event loop; tasks that outlive their caller; jobs on
-every thread of a pool.
+"""One object per running event loop; background tasks and how they stop; tasks
+that outlive their caller; jobs on every thread of a pool.
 
 Redis clients, asyncio queues, semaphores and background tasks belong to the
 event loop that created them. A gateway process has one loop for its life, but
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Coroutine, Generic, TypeVar
+from typing import Callable, Coroutine, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -40,6 +40,54 @@ class PerLoop(Generic[T]):
         except RuntimeError:
             return None
         return current[1] if current is not None and current[0] is loop else None
+
+    def forget(self) -> None:
+        """Drop the object (a fresh process, a test): the next get() makes a new one."""
+        self._current = None
+
+
+class Background:
+    """One named task of the running loop, running `work()` until it is stopped.
+
+    `start()` is idempotent (a task that ended is started again); `stop()` cancels it
+    and waits until it has ended."""
+
+    def __init__(self, name: str, work: Callable[[], Coroutine]) -> None:
+        self.name = name
+        self._work = work
+        self._task: asyncio.Task | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(self._work(), name=self.name)
+
+    async def stop(self, timeout: float = 10) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            left = await stop_tasks([task], timeout)
+            if left:
+                raise RuntimeError(f"background task {self.name!r} would not stop within {timeout}s")
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task], timeout: float = 30) -> set[asyncio.Task]:
+    """Cancel the tasks and wait until each has ended; returns those still running at
+    the timeout.
+
+    A cancel that lands while redis-py is mid-read can be turned into a timeout and
+    retried inside redis-py, so a single cancel may be lost and waiting for the task
+    would hang; cancelling again until each task ends cannot."""
+    pending = set(tasks)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(0.5, max(0.01, deadline - loop.time())))
+    return pending
 
 
 _spawned: set[asyncio.Task] = set()

@@ -9,8 +9,8 @@
    closes the TCP connection normally; every other drop still aborts.
 2. A drain on shutdown. Before daphne cancels every application on SIGTERM,
    `gateway.lifecycle.drain` lets in-flight streams finish (up to
-   OPENCLAW_SHUTDOWN_DRAIN_SECONDS), closes sockets with 1001 and flushes
-   usage records.
+   OPENCLAW_SHUTDOWN_DRAIN_SECONDS), closes sockets with 1001, flushes
+   usage records and stops the process's background services.
 3. Close code 1001 ("going away") for that shutdown, which autobahn's public
    close call refuses.
 4. No garbage-collection stalls on the token path. Django, channels and litellm
@@ -27,12 +27,18 @@
 6. No start-up cost on the first request: litellm's lazy first-call work (provider
    modules, the streaming wrapper, tokenizer files) is done before serving
    (`gateway.providers.warm_up`).
+7. Background services from the start. The process's runtime (`gateway.runtime`:
+   usage writer, budget lease keeper, configuration poller, ...) starts on
+   daphne's event loop as the reactor starts, before the first connection is
+   accepted, and stops at the end of the drain. Each server process starts its
+   own (`manage.py serve` execs one server per process; nothing forks after).
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import gc
+import logging
 
 import daphne.http_protocol
 import daphne.server
@@ -136,6 +142,30 @@ class DrainingServer(Server):
     def __init__(self, *args, request_head_timeout: float = DEFAULT_REQUEST_HEAD_TIMEOUT, **kwargs):
         super().__init__(*args, **kwargs)
         self.request_head_timeout = request_head_timeout
+        self.runtime_starting: asyncio.Task | None = None
+
+    def run(self):
+        from twisted.internet import reactor
+
+        reactor.callWhenRunning(self.start_runtime)
+        super().run()
+
+    def start_runtime(self) -> None:
+        """Start the gateway's background services on daphne's event loop. Called as
+        the reactor starts, before its loop runs: the start is the first task the
+        loop runs, ahead of accepting any connection."""
+        from gateway.runtime import runtime  # Django is set up once the application is loaded
+
+        loop = asyncio.get_event_loop()  # daphne's (set as current; not running yet)
+        self.runtime_starting = loop.create_task(runtime.start(), name="gateway-runtime-start")
+        self.runtime_starting.add_done_callback(self._runtime_started)
+
+    def _runtime_started(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Serving without them would leave budget leases unextended and usage unwritten.
+            logging.getLogger(__name__).critical("the gateway runtime did not start; stopping",
+                                                 exc_info=task.exception())
+            self.stop()
 
     @defer.inlineCallbacks
     def kill_all_applications(self):

@@ -42,21 +42,24 @@ def _close_usage_writer_connection():
     close_db_connections()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _gateway_runtime_with_communicators():
+    """The consumer's background services run as in a server (tests/support/runtime.py)."""
+    from tests.support.runtime import started_with_each_communicator
+
+    with started_with_each_communicator():
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
-    """Tests reuse names and (after a flush) row ids: start each with empty caches."""
-    from gateway import auth, auth_throttle, budgeting, policies, routing
-    from gateway.health import health
-    from tenants.auth_audit import failure_audit
+    """Tests reuse names and (after a flush) row ids: start each as a fresh process
+    would, with empty caches and no failed-login counters."""
+    from gateway.auth_throttle import forget_failures
+    from gateway.runtime import runtime
 
-    policies._cache.clear()
-    budgeting._budget_cache.clear()
-    routing._resolution_cache.clear()
-    auth._recheck_cache.clear()
-    health.clear()
-    failure_audit.clear()  # failed-login bursts and throttle counters: each test starts with none
-    auth_throttle._known.clear()
-    auth_throttle.forget_failures()
+    runtime.reset()
+    forget_failures()  # the shared (Redis) counters too
     yield
 
 
@@ -72,30 +75,21 @@ def pytest_collection_modifyitems(items):
 async def _stop_leftover_tasks():
     """(Added to every async test.) Finish the test's background work before the
     database is flushed and the event loop closes: usage records still queued are
-    written, the loop's background tasks (health listener, presence refresher,
-    lease keeper, consumers a test left open) are stopped, and the worker threads
-    finish what they were doing — a write racing the flush's TRUNCATE deadlocks.
-
-    A cancel that lands while redis-py is mid-read can be turned into a timeout and
-    retried inside redis-py, so a single cancel may be lost and the loop's close
-    would wait forever; cancelling again until each task ends cannot hang.
-    """
+    written, the gateway runtime is stopped, the loop's other tasks (consumers a
+    test left open, their requests) are cancelled, and the worker threads finish
+    what they were doing — a write racing the flush's TRUNCATE deadlocks."""
     yield
     from billing.recorder import usage_recorder
+    from gateway.runtime import runtime
+    from infra import threads
+    from infra.loopbound import stop_tasks
 
     await usage_recorder.flush(timeout=10)
+    await runtime.stop()
     current = asyncio.current_task()
-    pending = {task for task in asyncio.all_tasks() if task is not current}
-    deadline = asyncio.get_running_loop().time() + 30
-    while pending and asyncio.get_running_loop().time() < deadline:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-    from infra import threads
-    from infra.loopbound import on_every_worker
-
+    pending = await stop_tasks({task for task in asyncio.all_tasks() if task is not current}, timeout=30)
     await asyncio.to_thread(threads.drain_pools)
-    await asyncio.to_thread(on_every_worker, usage_recorder._executor)
+    await asyncio.to_thread(usage_recorder.wait_for_writer_thread)
     if pending:
         for task in pending:
             task.print_stack()
