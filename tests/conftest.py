@@ -32,7 +32,9 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_usage_writer_connection():
+def _close_usage_writer_connection(django_db_setup):
+    # Depends on the test database, so it is torn down first: the worker threads'
+    # connections are closed before the database is dropped.
     yield
     from billing.recorder import usage_recorder
 
