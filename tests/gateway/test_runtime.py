@@ -6,30 +6,16 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from billing.models import UsageRecord
 from billing.recorder import usage_recorder
 from billing.usage import UsageDraft
-from gateway import lifecycle
 from gateway.runtime import runtime
 from infra.threads import drain_pools
+from tests.support.runtime import background_tasks, expected_tasks
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-def expected_tasks() -> list[str]:
-    names = ["usage-recorder", "budget-leases", "freshness", "auth-audit-summaries"]
-    if settings.REDIS_URL:
-        names += ["health-sharing", "connection-presence"]
-    return sorted(names)
-
-
-def background_tasks() -> list[str]:
-    """The names of the runtime's tasks alive on the running loop (one entry per task)."""
-    wanted = set(expected_tasks())
-    return sorted(t.get_name() for t in asyncio.all_tasks() if t.get_name() in wanted and not t.done())
 
 
 async def test_start_is_idempotent():
@@ -65,15 +51,6 @@ async def test_stop_writes_the_usage_records_still_queued(issued_key):
     await runtime.stop()  # no flush first: stopping writes them
     written = await UsageRecord.objects.filter(pk__in=request_ids).acount()
     assert written == len(request_ids)
-
-
-async def test_the_drain_ends_by_stopping_the_runtime(monkeypatch):
-    monkeypatch.setattr(lifecycle, "draining", False)  # restored after the test
-    await runtime.start()
-    assert background_tasks() == expected_tasks()
-    await lifecycle.drain(seconds=0)
-    await asyncio.sleep(0)
-    assert lifecycle.draining and not runtime.running and background_tasks() == []
 
 
 async def test_reset_is_refused_while_the_runtime_runs():

@@ -1,8 +1,8 @@
 """Tokens (gateway/tokens.py): max_tokens clamped by every limit, prompts counted and
-truncated (each message counted once, the same answer as the old quadratic way), where
-counting runs (gateway/counting.py's per-org gate, reached through `count_prompt_tokens`
-and `fit_prompt` as the request path reaches it), and, through the consumer against the
-real mock LLM, what a client sees of clamping and truncation."""
+truncated (each message counted once, the same answer as the old quadratic way), which
+prompts are counted inline and which on the counting pool (its per-org gate:
+tests/gateway/test_counting.py), and, through the consumer against the real mock LLM,
+what a client sees of clamping and truncation."""
 import pytest
 
 from gateway.tokens import PromptTooLong, clamp_max_tokens, fit_prompt, model_max_output_tokens
@@ -47,16 +47,14 @@ async def test_truncation_drops_the_oldest_turns_and_keeps_system_prompts_and_th
 # with the old algorithm's (bench/truncation.py), which `fit_prompt` would only wrap.
 
 import asyncio  # noqa: E402
-import os  # noqa: E402
-import threading  # noqa: E402
 from math import isqrt  # noqa: E402
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from bench.truncation import conversation, quadratic_fit_baseline  # noqa: E402
-from gateway import counting, tokens  # noqa: E402
+from gateway import tokens  # noqa: E402
 from catalog.litellm_setup import litellm  # noqa: E402
-from gateway.tokens import _count_messages, count_prompt_tokens, counting_cost  # noqa: E402
+from gateway.tokens import _count_messages, counting_cost  # noqa: E402
 
 
 class CountedCalls:
@@ -167,75 +165,6 @@ def test_any_conversation_is_truncated_as_before(messages, model, room, stale):
 def test_a_hundred_kilobytes_of_tiny_messages_is_not_counted_on_the_event_loop():
     assert counting_cost(conversation(3000)) > tokens._COUNT_INLINE_MAX_COST  # 3,000 tiny messages, ~100 KB
     assert counting_cost([{"role": "user", "content": "x" * 15_000}]) <= tokens._COUNT_INLINE_MAX_COST
-
-
-class BlockingCounter:
-    """Stands in for the tokenizer: org A's counts block until released; records how
-    many of org A's counts run at once and on which threads."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.lock = threading.Lock()
-        self.running = self.most_running = 0
-        self.threads: set[str] = set()
-
-    def __call__(self, model, messages):
-        if messages and messages[0]["content"].startswith("A"):
-            with self.lock:
-                self.running += 1
-                self.most_running = max(self.most_running, self.running)
-                self.threads.add(threading.current_thread().name)
-            try:
-                assert self.release.wait(30), "never released"
-            finally:
-                with self.lock:
-                    self.running -= 1
-        return 7
-
-
-def huge(org: str) -> list[dict]:
-    return [{"role": "user", "content": org + "x" * 100_000}]  # far over the inline limit
-
-
-async def test_one_orgs_huge_counts_queue_behind_each_other_and_never_block_another_orgs(monkeypatch):
-    counter = BlockingCounter()
-    monkeypatch.setattr(tokens, "_count_messages", counter)
-    # More of org A's counts at once than the default executor has threads, so that
-    # sharing it (as before) would leave org B no thread at all.
-    many = min(32, (os.cpu_count() or 1) + 4) + 2
-    a = [asyncio.create_task(count_prompt_tokens("gpt-4o", huge("A"), org="org-a")) for _ in range(many)]
-    try:
-        await asyncio.sleep(0.2)
-        assert counter.running == counting.per_org() == 1  # one at a time; the rest wait their turn
-        assert await asyncio.wait_for(count_prompt_tokens("gpt-4o", huge("B"), org="org-b"), 5) == 7
-        # Through fitting too: org B's truncation while org A's counts are still blocked.
-        fitted = await asyncio.wait_for(fit_prompt("gpt-4o", huge("B") * 2, 100, 10, org="org-b"), 5)
-        assert fitted.removed_messages == 1
-        assert not any(task.done() for task in a)
-    finally:
-        counter.release.set()
-    assert await asyncio.wait_for(asyncio.gather(*a), 30) == [7] * many
-    assert counter.most_running == 1 and all(name.startswith("token-count") for name in counter.threads)
-    assert counting.gate().busy("org-a") == 0  # nothing left behind per org
-
-
-async def test_a_cancelled_count_keeps_its_orgs_slot_until_its_thread_is_done(monkeypatch):
-    counter = BlockingCounter()
-    monkeypatch.setattr(tokens, "_count_messages", counter)
-    first = asyncio.create_task(count_prompt_tokens("gpt-4o", huge("A"), org="org-a"))
-    try:
-        await asyncio.sleep(0.1)
-        first.cancel()
-        await asyncio.sleep(0.05)
-        # The request is gone but its count still runs on a thread: a new one of the
-        # same org waits for it instead of taking a second thread.
-        second = asyncio.create_task(count_prompt_tokens("gpt-4o", huge("A"), org="org-a"))
-        await asyncio.sleep(0.1)
-        assert counter.running == 1 and counting.gate().busy("org-a") == 2
-    finally:
-        counter.release.set()
-    assert await asyncio.wait_for(second, 10) == 7
-    assert first.cancelled() and counter.most_running == 1 and counting.gate().busy("org-a") == 0
 
 
 # --- through the consumer: what a client sees ------------------------------------------------------

@@ -30,3 +30,21 @@ def started_with_each_communicator():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(WebsocketCommunicator, "connect", connect_with_runtime)
         yield
+
+
+def expected_tasks() -> list[str]:
+    """The names of the tasks a started runtime runs, sorted (Redis adds two)."""
+    from django.conf import settings
+
+    names = ["usage-recorder", "budget-leases", "freshness", "auth-audit-summaries"]
+    if settings.REDIS_URL:
+        names += ["health-sharing", "connection-presence"]
+    return sorted(names)
+
+
+def background_tasks() -> list[str]:
+    """The names of the runtime's tasks alive on the running loop (one entry per task)."""
+    import asyncio
+
+    wanted = set(expected_tasks())
+    return sorted(t.get_name() for t in asyncio.all_tasks() if t.get_name() in wanted and not t.done())
