@@ -1,68 +1,24 @@
 """Budget notifications without a worker (billing/notifications.py): one notice, audit
 event and email per budget, end user, window and kind; who gets the email; the
-gateway-side dedupe; and the delivery task (billing/tasks.py) that sends a notice's
-webhook once. Signing and delivering webhooks: tests/billing/test_webhooks.py."""
+gateway-side dedupe. The Celery tasks that send notices and deliver their webhooks:
+tests/billing/test_tasks.py; signing and delivering webhooks: tests/billing/test_webhooks.py."""
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import timedelta
 
-import pytest
-from django.contrib.auth import get_user_model
 from django.core import mail
 
 from billing import notifications, tasks
-from billing.models import Budget, BudgetNotice
-from billing.webhooks import verify_signature
-from tenants.models import AuditEvent, Membership
-from tenants.services import user_membership_set
-from tests.support.webhooks import allow_loopback, receiver  # noqa: F401  (fixture)
-
-UTC = timezone.utc
-WINDOW = datetime(2031, 5, 1, tzinfo=UTC)
-FIGURES = {"budget": "monthly", "limit_usd": "20", "spent_usd": "16.2", "limit_tokens": None,
-           "spent_tokens": 1234, "window_end": "2031-06-01T00:00:00Z", "percent": 81}
-
-
-@pytest.fixture
-def budget(org):
-    return Budget.objects.create(org=org, name="monthly", window="month", limit_usd=Decimal("20"))
-
-
-@pytest.fixture
-def members(org):
-    user_membership_set(org=org, username="olivia", role=Membership.Role.OWNER, email="olivia@acme.test")
-    user_membership_set(org=org, username="adam", role=Membership.Role.ADMIN, email="adam@acme.test")
-    user_membership_set(org=org, username="audrey", role=Membership.Role.AUDITOR, email="audrey@acme.test")
-    user_membership_set(org=org, username="mel", role=Membership.Role.MEMBER, email="mel@acme.test")
-    user_membership_set(org=org, username="noemail", role=Membership.Role.ADMIN, email="")
-    user_membership_set(org=org, username="gone", role=Membership.Role.OWNER, email="gone@acme.test")
-    get_user_model().objects.filter(username="gone").update(is_active=False)
-    # The same address twice (another case) is one recipient.
-    user_membership_set(org=org, username="olivia2", role=Membership.Role.ADMIN, email="OLIVIA@acme.test")
-
-
-@pytest.fixture
-def no_webhook_task(monkeypatch):
-    calls = []
-    monkeypatch.setattr(tasks.deliver_budget_webhook, "delay", lambda *a, **k: calls.append((a, k)))
-    return calls
-
-
-def send(budget, *, kind="soft", window=WINDOW, subject="", owner=None, figures=FIGURES):
-    return notifications.send_budget_notice(budget_id=budget.pk, subject=subject, window_start=window, kind=kind,
-                                            figures=figures, owner=owner)
-
-
-def budget_events(org):
-    return list(AuditEvent.objects.filter(org=org, action__startswith="budget.").order_by("seq"))
+from billing.models import BudgetNotice
+from tests.support.notices import FIGURES, WINDOW, budget, budget_events, members, no_webhook_task  # noqa: F401  (fixtures)
+from tests.support.notices import send_notice
 
 
 # --- exactly one per window and kind ----------------------------------------------------
 
 def test_repeated_notices_for_one_window_send_one_email_and_one_audit_event(budget, members, no_webhook_task):
-    results = [send(budget, owner=f"task-{i}") for i in range(3)]
+    results = [send_notice(budget, owner=f"task-{i}") for i in range(3)]
     assert [r["status"] for r in results] == ["sent", "duplicate", "duplicate"]
     assert BudgetNotice.objects.count() == 1
     events = budget_events(budget.org)
@@ -81,11 +37,11 @@ def test_repeated_notices_for_one_window_send_one_email_and_one_audit_event(budg
 
 
 def test_a_new_window_or_the_other_kind_is_a_new_notice(budget, members, no_webhook_task):
-    send(budget)
-    send(budget, window=WINDOW + timedelta(days=31))
-    send(budget, kind="hard")
-    send(budget, kind="hard")
-    send(budget, subject="alice")  # per end user, too
+    send_notice(budget)
+    send_notice(budget, window=WINDOW + timedelta(days=31))
+    send_notice(budget, kind="hard")
+    send_notice(budget, kind="hard")
+    send_notice(budget, subject="alice")  # per end user, too
     assert BudgetNotice.objects.count() == 4
     assert [e.action for e in budget_events(budget.org)] == [
         "budget.soft_threshold", "budget.soft_threshold", "budget.hard_limit", "budget.soft_threshold"]
@@ -96,45 +52,21 @@ def test_a_new_window_or_the_other_kind_is_a_new_notice(budget, members, no_webh
 
 
 def test_the_email_goes_to_active_owners_and_admins_only(budget, members, no_webhook_task):
-    send(budget)
+    send_notice(budget)
     assert sorted(e.lower() for e in mail.outbox[0].to) == ["adam@acme.test", "olivia@acme.test"]
 
 
 def test_no_owner_or_admin_with_an_email_means_no_email(budget, no_webhook_task):
-    result = send(budget)
+    result = send_notice(budget)
     assert result["email"] == "no_recipients" and mail.outbox == []
     assert len(budget_events(budget.org)) == 1
 
 
 def test_an_end_user_id_cannot_inject_headers_into_the_email(budget, members, no_webhook_task):
-    send(budget, subject="mallory\r\nBcc: victim@example.com")
+    send_notice(budget, subject="mallory\r\nBcc: victim@example.com")
     assert len(mail.outbox) == 1
     assert "\n" not in mail.outbox[0].subject and mail.outbox[0].bcc == []
     mail.outbox[0].message()  # renders without BadHeaderError
-
-
-def test_a_failed_email_is_retried_by_its_task_and_never_sent_twice(budget, members, no_webhook_task, monkeypatch):
-    real_send = mail.EmailMessage.send
-    failures = []
-
-    def flaky_send(self, *args, **kwargs):
-        if not failures:
-            failures.append(1)
-            raise ConnectionRefusedError("smtp down")
-        return real_send(self, *args, **kwargs)
-
-    monkeypatch.setattr(mail.EmailMessage, "send", flaky_send)
-    kwargs = dict(budget_id=budget.pk, subject="", window_start="2031-05-01T00:00:00Z", kind="hard", figures=FIGURES)
-    # Eager apply runs the task's retry at once, with the same task id.
-    result = tasks.send_budget_notice.apply(kwargs=kwargs, task_id="owner-task")
-    assert result.successful(), result.traceback
-    assert failures == [1] and len(mail.outbox) == 1
-    notice = BudgetNotice.objects.get()
-    assert notice.email_sent_at is not None
-    # The same task delivered again (a lost ack), and a copy from another gateway process.
-    tasks.send_budget_notice.apply(kwargs=kwargs, task_id="owner-task")
-    tasks.send_budget_notice.apply(kwargs=kwargs, task_id="another-task")
-    assert len(mail.outbox) == 1 and len(budget_events(budget.org)) == 1
 
 
 def test_an_org_with_a_webhook_url_gets_its_delivery_queued(budget, members, no_webhook_task):
@@ -142,8 +74,8 @@ def test_an_org_with_a_webhook_url_gets_its_delivery_queued(budget, members, no_
     org.webhook_url = "https://hooks.example.com/openclaw"
     org.save()
     assert len(org.webhook_secret) > 30
-    send(budget)
-    send(budget)
+    send_notice(budget)
+    send_notice(budget)
     notice = BudgetNotice.objects.get()
     assert no_webhook_task == [((notice.pk,), {})]
     payload = notifications.webhook_payload(notice)
@@ -219,33 +151,3 @@ def test_the_in_process_memory_is_bounded(monkeypatch):
     assert notifications.wait_for_handovers(10)
     assert len(notifications._handed_over) == 10
     notifications.reset_handed_over()
-
-
-# --- the delivery task ----------------------------------------------------------------------
-
-def test_the_delivery_task_stamps_the_notice_and_skips_it_afterwards(budget, allow_loopback, no_webhook_task):
-    org = budget.org
-    with receiver() as server:
-        org.webhook_url = f"http://127.0.0.1:{server.server_port}/hook"
-        org.save()
-        send(budget, kind="hard")
-        notice = BudgetNotice.objects.get()
-        assert tasks.deliver_budget_webhook.apply(args=[notice.pk]).get()["status"] == "delivered"
-        assert tasks.deliver_budget_webhook.apply(args=[notice.pk]).get()["status"] == "already_delivered"
-    assert len(server.received) == 1
-    headers, body = server.received[0]
-    assert verify_signature(org.webhook_secret, headers["X-OpenClaw-Signature"], body)
-    assert json.loads(body)["event"] == "budget.hard_limit"
-    assert BudgetNotice.objects.get().webhook_delivered_at is not None
-
-
-def test_a_refused_webhook_is_not_retried(budget, no_webhook_task, monkeypatch):
-    org = budget.org
-    org.webhook_url = "http://169.254.169.254/latest"
-    org.save()
-    send(budget)
-    retries = []
-    monkeypatch.setattr(tasks.deliver_budget_webhook, "retry", lambda *a, **k: retries.append(1))
-    result = tasks.deliver_budget_webhook.apply(args=[BudgetNotice.objects.get().pk]).get()
-    assert result["status"] == "refused" and retries == []
-    assert BudgetNotice.objects.get().webhook_delivered_at is None

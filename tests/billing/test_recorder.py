@@ -1,20 +1,17 @@
 """The usage recorder (billing/recorder.py) against the real database of the pass
 (SQLite, then PostgreSQL) and the pass's budget ledger: one record the database
 refuses never holds up the others, it is set aside durably in the dead-letter file
-(billing/deadletter.py), and `manage.py replay_usage` writes it later; connection
-errors are retried; a shutdown that gives up sets the unwritten records aside instead
-of dropping them."""
+(billing/deadletter.py), and `manage.py replay_usage` writes it later
+(tests/billing/test_replay_usage.py); connection errors are retried; a shutdown that
+gives up sets the unwritten records aside instead of dropping them."""
 import asyncio
-import io
-import json
 import logging
 import stat
 import uuid
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from billing import deadletter, recorder
@@ -23,7 +20,7 @@ from billing.ledger import RedisLedger, ledger
 from billing.models import Budget, UsageRecord
 from catalog.money import Prices
 from billing.recorder import usage_recorder
-from billing.usage import UsageDraft
+from tests.support.usage import data_dir, dead_letters, draft_for, in_thread, run_replay_usage  # noqa: F401  (autouse fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -31,50 +28,9 @@ GOOD = 20  # records on each side of the bad one, all in one batch with it
 _real_write_batch = recorder._write_batch
 
 
-@pytest.fixture(autouse=True)
-def data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "var"
-    settings.DATA_DIR.mkdir()
-    return settings.DATA_DIR
-
-
 @pytest.fixture
 def fast_retries(monkeypatch):
     monkeypatch.setattr(recorder, "RETRY_DELAYS", (0.01,))
-
-
-def draft_for(issued_key, **fields) -> UsageDraft:
-    values = dict(request_id=uuid.uuid4(), client_request_id="good", org_id=issued_key.api_key.org_id,
-                  api_key_id=issued_key.api_key.pk, requested_model="mock-fast", status="completed",
-                  finish_reason="stop", prompt_tokens=10, completion_tokens=5, cost_usd=Decimal("0.000075"),
-                  route={"route": "r", "tried": ["mock-fast"]})
-    return UsageDraft(**(values | fields))
-
-
-def dead_letters() -> list[dict]:
-    file = deadletter.path()
-    return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
-
-
-async def in_thread(fn, *args):
-    """Run database work on a thread of its own, closing its connection after (the
-    test database is dropped at the end of the run)."""
-    def run():
-        try:
-            return fn(*args)
-        finally:
-            connections.close_all()
-
-    return await asyncio.to_thread(run)
-
-
-async def replay(*args) -> str:
-    def run():
-        out = io.StringIO()
-        call_command("replay_usage", *args, stdout=out, stderr=io.StringIO())
-        return out.getvalue()
-
-    return await in_thread(run)
 
 
 def postgres_only(why="only PostgreSQL refuses NUL in text"):
@@ -199,62 +155,6 @@ async def test_a_dropped_database_connection_is_retried_then_written(issued_key,
     assert not deadletter.path().exists()
 
 
-async def test_replay_writes_set_aside_records_once_they_can_be(issued_key, org):
-    surrogate = draft_for(issued_key, client_request_id="s", end_user="bob\ud800", route={"user": "\udfff"})
-    orphan = draft_for(issued_key, client_request_id="o", org_id=org.pk + 10_000)
-    good = draft_for(issued_key)
-    for draft in (surrogate, good, orphan):
-        usage_recorder.submit(draft)
-    assert await usage_recorder.flush(timeout=20)
-    assert {e["request_id"] for e in dead_letters()} == {str(surrogate.request_id), str(orphan.request_id)}
-
-    out = await replay()
-    assert "0 written, 0 already present, 2 still failing, 0 unreadable" in out
-    assert len(dead_letters()) == 2
-
-    # --clean makes the text storable; the orphan still cannot be written and stays.
-    out = await replay("--clean")
-    assert "1 written, 0 already present, 1 still failing" in out
-    record = await UsageRecord.objects.aget(pk=surrogate.request_id)
-    assert (record.end_user, record.route) == ("bob\ufffd", {"user": "\ufffd"})
-    [kept] = dead_letters()
-    assert kept["request_id"] == str(orphan.request_id) and "IntegrityError" in kept["error"]
-
-    # The operator fixes the record by hand (the file is JSON lines); a stale copy of
-    # an already written record (set aside twice) is recognised, not written again.
-    kept["record"]["org_id"] = org.pk
-    stale = deadletter.entry(surrogate, reason="shutdown", error="x")
-    deadletter.path().write_text(deadletter.encode(kept) + "\n" + deadletter.encode(stale) + "\n")
-    out = await replay()
-    assert "1 written, 1 already present, 0 still failing" in out
-    assert not deadletter.path().exists()
-    assert await UsageRecord.objects.acount() == 3
-    assert (await UsageRecord.objects.aget(pk=surrogate.request_id)).end_user == "bob\ufffd"  # not overwritten
-    assert "0 written, 0 already present, 0 still failing" in await replay()
-
-
-async def test_replay_keeps_an_unreadable_line_and_leaves_the_file_when_the_database_is_down(issued_key, monkeypatch):
-    orphan = draft_for(issued_key, org_id=issued_key.api_key.org_id + 10_000)
-    deadletter.append([deadletter.entry(orphan, reason="permanent_error", error="e")])
-    with deadletter.path().open("a") as file:
-        file.write("{not json\n")
-    before = deadletter.path().read_text()
-
-    from billing.management.commands import replay_usage
-
-    def down(drafts):
-        raise OperationalError("connection refused")
-
-    monkeypatch.setattr(replay_usage, "write_isolating", down)
-    with pytest.raises(Exception, match="database is unavailable"):
-        await replay()
-    assert deadletter.path().read_text() == before
-    monkeypatch.undo()
-    out = await replay()
-    assert "0 written, 0 already present, 1 still failing, 1 unreadable (2 kept in the file)" in out
-    assert "{not json" in deadletter.path().read_text()
-
-
 async def test_records_still_unwritten_when_the_shutdown_flush_gives_up_are_set_aside(
         issued_key, monkeypatch, fast_retries, caplog):
     def database_down(books, batch):
@@ -276,7 +176,7 @@ async def test_records_still_unwritten_when_the_shutdown_flush_gives_up_are_set_
     later = draft_for(issued_key)
     usage_recorder.submit(later)
     assert await usage_recorder.flush(timeout=10)
-    assert "7 written, 0 already present, 0 still failing" in await replay()
+    assert "7 written, 0 already present, 0 still failing" in await run_replay_usage()
     assert await UsageRecord.objects.acount() == 8
 
 
