@@ -1,11 +1,12 @@
 """The mock LLM over real HTTP: raw aiohttp, litellm, and the MockLLMProcess helper.
 
 Named after mockllm/server.py, which every test here talks to; the directives
-(mockllm/directives.py) and generated text (mockllm/textgen.py) are checked through it,
+(mockllm/directives.py) and generated text (mockllm/textgen.py) are checked through it (on their own:
+tests/mockllm/test_directives.py, tests/mockllm/test_textgen.py),
 and the helper that starts it for the other tests (tests/support/mockllm.py) with it.
 
-These tests use no database (the mock is a plain aiohttp server, independent of Django),
-except the one that starts it through ``manage.py mockllm``.
+These tests use no database (the mock is a plain aiohttp server, independent of Django).
+Starting it through ``manage.py mockllm``: tests/openclaw_site/test_mockllm.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ if str(_ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 import pytest  # noqa: E402
 
-from mockllm import directives, textgen  # noqa: E402
+from mockllm import textgen  # noqa: E402
 from mockllm.server import LEAKED_SECRET  # noqa: E402
 from tests.support.mockllm import MockLLMError, MockLLMProcess  # noqa: E402
 
@@ -521,23 +522,6 @@ async def test_text_is_deterministic_per_prompt(mock):
     assert text(d) == textgen.text(3, 24)
 
 
-def test_directive_parsing_pure():
-    raw = directives.collect(
-        [{"role": "user", "content": "a [[mock tokens=3 hang]] b [[mock tokens=4]]"}],
-        "tokens=1 tag=t1",
-    )
-    assert raw == {"tokens": "4", "tag": "t1", "fault": "hang"}
-    d = directives.resolve(raw, rate=5, ttft_ms=10, default_tokens=24)
-    assert d.tokens == 4 and d.fault == "hang" and d.tag == "t1" and d.rate == 5
-    assert directives.resolve({}, rate=5, ttft_ms=10, default_tokens=9).tokens == 9
-    assert directives.collect([{"role": "user", "content": "[[mockery]] [[mock]]"}]) == {}
-    for bad in ("[[mock tokens=]]", "[[mock seed=x]]", "[[mock tag=a,b]]", "[[mock usage=maybe]]"):
-        with pytest.raises(directives.DirectiveError):
-            directives.from_request(
-                [{"role": "user", "content": bad}], None, rate=1, ttft_ms=1, default_tokens=1
-            )
-
-
 # -------------------------------------------------------------------------------- helper
 
 
@@ -582,66 +566,3 @@ def test_helper_reports_startup_failure():
     with pytest.raises(MockLLMError) as info:
         MockLLMProcess(rate=-1, wait_ready=False).start()
     assert "--rate" in str(info.value) and "exited with code 2" in str(info.value)
-
-
-# ------------------------------------------------------------------- manage.py mockllm
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_listening(proc, port: int, timeout: float = 60.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"manage.py mockllm not listening on {port} (exit code {proc.poll()})")
-
-
-def test_manage_py_mockllm_serves_a_completion_and_stops_on_sigterm(tmp_path):
-    import signal
-    import subprocess
-    import urllib.request
-
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(OPENCLAW_DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "mockllm", "--port", str(port), "--rate", "0", "--ttft-ms", "0"],
-        cwd=_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        _wait_until_listening(proc, port)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            data=json.dumps(body("hi [[mock tokens=3]]", stream=False)).encode(),
-            headers={**AUTH, "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200
-            result = json.loads(response.read())
-        assert result["object"] == "chat.completion" and result["model"] == "mock-fast"
-        assert result["choices"][0]["message"]["role"] == "assistant"
-        assert len(result["choices"][0]["message"]["content"].split()) == 3
-        assert result["usage"]["completion_tokens"] == 3
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            stdout, stderr = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            pytest.fail("manage.py mockllm did not exit within 30 s of SIGTERM")
-    assert proc.returncode == 0, stderr
-    assert f"mockllm listening on http://127.0.0.1:{port}" in stdout
-    assert "Traceback" not in stderr, stderr

@@ -1,15 +1,13 @@
-"""The gateway's server command line (openclaw_site/processes.py) follows the gateway's settings."""
+"""The gateway's server command line (openclaw_site/processes.py) follows the gateway's
+settings. `manage.py serve`, which runs it: tests/openclaw_site/test_serve.py."""
 import subprocess
 import sys
 
 from django.test import override_settings
 
 from openclaw_site.processes import gateway_command
+from tests.support.environments import command_option as flag
 from tests.support.mockllm import REPO_ROOT
-
-
-def flag(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
 
 
 def test_the_server_limits_sit_above_the_advertised_frame_limit_and_pings_follow_the_heartbeat(settings):
@@ -22,19 +20,6 @@ def test_the_server_limits_sit_above_the_advertised_frame_limit_and_pings_follow
     assert flag(command, "--ping-interval") == "7" and flag(command, "--ping-timeout") == "14"
     assert flag(command, "--websocket_timeout") == "-1"  # no cap on connection age
     assert flag(command, "-b") == "0.0.0.0" and flag(command, "-p") == "9000"
-
-
-def test_manage_serve_runs_that_command_with_the_environments_settings(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "OPENCLAW_DATA_DIR": str(tmp_path), "OPENCLAW_MAX_MESSAGE_BYTES": "65536",
-           "OPENCLAW_HEARTBEAT_SECONDS": "3", "OPENCLAW_REQUEST_HEAD_TIMEOUT_SECONDS": "4"}
-    result = subprocess.run([sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", "8123",
-                             "--print"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    command = result.stdout.split()
-    assert flag(command, "--websocket-max-message-size") == str(4 * 65536)
-    assert flag(command, "--ping-interval") == "3" and flag(command, "-p") == "8123"
-    assert flag(command, "--request-head-timeout") == "4"  # the slowloris deadline
-    assert command[-1] == "openclaw_site.asgi:application"
 
 
 def test_the_server_loads_the_application_and_freezes_it_before_serving(tmp_path):

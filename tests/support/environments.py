@@ -40,3 +40,8 @@ def run_django(env: dict, script: str) -> subprocess.CompletedProcess:
 def deploy_env(tmp_path: Path, **overrides) -> dict:
     # A random secret key: check --deploy rightly flags "x" * 50 (too few unique characters).
     return production_env(tmp_path, DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **overrides)
+
+
+def command_option(command: list[str], name: str) -> str:
+    """The value given to option `name` in a command line (`--port 8123` → "8123")."""
+    return command[command.index(name) + 1]
