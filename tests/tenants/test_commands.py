@@ -1,9 +1,10 @@
 """The tenants' management commands (tenants/management/commands/: create_org, create_user,
-create_api_key): they create what they say, with a working key, and explain bad input."""
+create_api_key, revoke_api_key): they create what they say, with a working key, revoke
+it by its displayed prefix, and explain bad input."""
 import pytest
 from django.core.management import CommandError, call_command
 
-from tenants.access import authenticate_api_key
+from tenants.access import AuthenticationFailed, authenticate_api_key
 from tenants.models import Membership, Organization
 
 pytestmark = pytest.mark.django_db
@@ -34,3 +35,14 @@ def test_commands_explain_bad_input(args, message):
 def test_create_org_refuses_a_duplicate(org):
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_org", org.slug)
+
+
+def test_revoke_api_key_revokes_the_key_its_prefix_names(issued_key, capsys):
+    prefix = issued_key.api_key.prefix
+    assert authenticate_api_key(issued_key.raw)
+    call_command("revoke_api_key", prefix)
+    assert "revoked" in capsys.readouterr().out
+    with pytest.raises(AuthenticationFailed):
+        authenticate_api_key(issued_key.raw)
+    with pytest.raises(CommandError, match="no API key"):
+        call_command("revoke_api_key", "ocw_nosuchkey0")
