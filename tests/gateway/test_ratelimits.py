@@ -9,8 +9,7 @@ from decimal import Decimal
 import pytest
 
 from billing.models import Budget
-from tests.support.consumer import authed
-from tests.support.frames import collect, send_frame
+from tests.support.consumer import ask, authed
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -18,14 +17,6 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def deployment(make_deployment):
     return make_deployment("mock-fast")
-
-
-async def ask(comm, request_id, prompt="hi [[mock tokens=3]]", model="mock-fast", **extra):
-    frame = {"type": "llm_request", "request_id": request_id, "model": model, **extra}
-    if prompt is not None:
-        frame["prompt"] = prompt
-    await send_frame(comm, frame)
-    return (await collect(comm))[request_id]
 
 
 async def fresh_minute(margin: float = 8.0) -> None:

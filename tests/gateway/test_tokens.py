@@ -169,8 +169,7 @@ def test_a_hundred_kilobytes_of_tiny_messages_is_not_counted_on_the_event_loop()
 
 # --- through the consumer: what a client sees ------------------------------------------------------
 
-from tests.support.consumer import authed  # noqa: E402
-from tests.support.frames import collect, send_frame  # noqa: E402
+from tests.support.consumer import ask, authed  # noqa: E402
 
 consumer = pytest.mark.django_db(transaction=True)
 
@@ -178,14 +177,6 @@ consumer = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def deployment(make_deployment):
     return make_deployment("mock-fast")
-
-
-async def ask(comm, request_id, prompt="hi [[mock tokens=3]]", model="mock-fast", **extra):
-    frame = {"type": "llm_request", "request_id": request_id, "model": model, **extra}
-    if prompt is not None:
-        frame["prompt"] = prompt
-    await send_frame(comm, frame)
-    return (await collect(comm))[request_id]
 
 
 @consumer

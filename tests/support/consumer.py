@@ -5,7 +5,7 @@ from channels.testing import WebsocketCommunicator
 from billing.models import UsageRecord
 from billing.recorder import usage_recorder
 from openclaw_site.asgi import application
-from tests.support.frames import next_frame, send_frame
+from tests.support.frames import collect, next_frame, send_frame
 
 
 async def usage_of(client_request_id: str) -> UsageRecord:
@@ -28,3 +28,12 @@ async def authed(issued_key) -> WebsocketCommunicator:
     ok = await next_frame(comm)
     assert ok["type"] == "auth_ok"
     return comm
+
+
+async def ask(comm, request_id, prompt="hi [[mock tokens=3]]", model="mock-fast", **extra) -> list[dict]:
+    """Send one llm_request (extra fields as given) and return its frames, to the last."""
+    frame = {"type": "llm_request", "request_id": request_id, "model": model, **extra}
+    if prompt is not None:
+        frame["prompt"] = prompt
+    await send_frame(comm, frame)
+    return (await collect(comm))[request_id]
