@@ -41,9 +41,9 @@ from django.utils import timezone
 from billing import deadletter
 from billing.budgets import BudgetRefusal, CounterRef, CounterState, Lease, first_refusal
 from billing.models import Budget, BudgetCounter, BudgetLease, UsageRecord
-from catalog.money import Prices, request_cost, usd_to_nanos
-from billing.usage import UsageDraft
 from billing.services import usage_records_write
+from billing.usage import UsageDraft
+from catalog.money import Prices, request_cost, usd_to_nanos
 from infra.loopbound import Background, PerLoop, stop_tasks
 from infra.threads import UPKEEP, run_in_db_thread
 

@@ -12,8 +12,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from catalog.money import COST_FIELD, PRICE_PLACES
 from catalog.models import Deployment, Route
+from catalog.money import COST_FIELD, PRICE_PLACES
 from tenants.models import ApiKey, Organization
 
 _PRICE = dict(max_digits=14, decimal_places=PRICE_PLACES)

@@ -12,8 +12,8 @@ import time
 from channels.db import database_sync_to_async
 
 from gateway import auth_throttle
-from gateway.auth_throttle import AuthThrottled
 from gateway import freshness
+from gateway.auth_throttle import AuthThrottled
 from infra import client_address
 from tenants.access import AuthenticationFailed, KeyPrincipal, api_key_access_problem, authenticate_api_key
 from tenants.keys import parse_key

@@ -19,12 +19,12 @@ from billing import budgets
 from billing.budgets import BudgetBusy, BudgetExhausted, BudgetRefusal, BudgetRule, CounterState, Lease
 from billing.ledger import keeper
 from billing.models import BudgetNotice
-from catalog.money import format_usd, nanos_to_usd, usd_to_nanos
 from billing.usage import UsageDraft
+from catalog.money import format_usd, nanos_to_usd, usd_to_nanos
+from catalog.targets import Target
 from gateway.freshness import FreshCache
 from gateway.protocol import BUDGET_BUSY, ErrorCode, GatewayError
 from gateway.ratelimits import Limit, RateLimited, limiter, subject_hash
-from catalog.targets import Target
 from gateway.routing import RouteDecision
 from tenants.access import KeyPrincipal
 

@@ -18,13 +18,13 @@ from django.conf import settings
 from gateway import connections, lifecycle, protocol
 from gateway.auth import SCOPE_AUTH_FAILURE, SCOPE_AUTH_THROTTLED, SCOPE_PRINCIPAL, authenticate, recheck_principal
 from gateway.auth_throttle import AuthThrottled
-from gateway.revocation import key_group, org_group
-from gateway.pipeline import RequestState, record_refusal, serve_request
 from gateway.budgeting import remaining_for_key
 from gateway.freshness import freshness
-from infra.loopbound import PerLoop
 from gateway.key_connections import presence
+from gateway.pipeline import RequestState, record_refusal, serve_request
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
+from gateway.revocation import key_group, org_group
+from infra.loopbound import PerLoop
 from tenants.access import AuthenticationFailed, KeyPrincipal
 
 log = logging.getLogger(__name__)

@@ -20,18 +20,18 @@ from django.utils import timezone
 
 from billing.budgets import BudgetBusy, BudgetRefusal
 from billing.models import UsageRecord
-from catalog.money import Prices, format_usd, request_cost
 from billing.recorder import usage_recorder
 from billing.usage import UsageDraft
+from catalog.money import Prices, format_usd, request_cost
+from catalog.targets import Target
 from gateway import protocol
 from gateway.budgeting import refusal_error, release_attempt, remaining_after, reserve_attempt
-from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
-from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
 from gateway.health import health
 from gateway.policies import apply_policies
-from catalog.targets import Target
-from gateway.routing import RouteDecision, resolve_model_cached
+from gateway.protocol import ErrorCode, GatewayError, LlmRequestFrame
+from gateway.providers import UpstreamCall, UpstreamError, UpstreamStream
 from gateway.ratelimits import count_completion, limiter, request_limits
+from gateway.routing import RouteDecision, resolve_model_cached
 from gateway.tokens import (FittedPrompt, PromptTooLong, clamp_max_tokens, count_completion_tokens,
                             count_prompt_tokens, fit_prompt, model_max_output_tokens)
 from tenants.access import KeyPrincipal

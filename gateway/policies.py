@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.db.models import Q
 
-from gateway.freshness import FreshCache
 from catalog.models import RoutingPolicy
-from gateway.protocol import LlmRequestFrame
 from catalog.rules import CompiledRules, RequestFacts, RuleError, compile_rules
+from gateway.freshness import FreshCache
+from gateway.protocol import LlmRequestFrame
 from tenants.access import KeyPrincipal
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ import httpx
 import openai  # litellm's exceptions are the OpenAI client's
 
 from catalog.litellm_setup import litellm
-from gateway.protocol import ErrorCode, GatewayError
 from catalog.targets import Target
+from gateway.protocol import ErrorCode, GatewayError
 
 log = logging.getLogger(__name__)
 

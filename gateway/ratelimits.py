@@ -20,9 +20,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 
-from infra.loopbound import PerLoop, spawn
 from gateway.models import RateCounter
 from gateway.protocol import ErrorCode, GatewayError
+from infra.loopbound import PerLoop, spawn
 
 log = logging.getLogger(__name__)
 

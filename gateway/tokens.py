@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from math import isqrt
 from typing import Hashable
 
-from gateway.counting import run_counting
 from catalog.litellm_setup import litellm
+from gateway.counting import run_counting
 
 # Counting this much work or less runs inline on the event loop; more goes to the
 # counting pool (gateway/counting.py). The unit is a character of text, and each

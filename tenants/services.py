@@ -9,9 +9,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from tenants.audit import record_event
+from tenants.hooks import access_revoked
 from tenants.keys import generate_key
 from tenants.models import ApiKey, AuditEvent, Membership, Organization
-from tenants.hooks import access_revoked
 
 Actor = AuditEvent.ActorType
 

@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from billing import deadletter
 from billing.models import UsageRecord
-from billing.usage import UsageDraft
 from billing.services import usage_records_write
+from billing.usage import UsageDraft
 
 CHUNK = 500
 
