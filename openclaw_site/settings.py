@@ -126,6 +126,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tenants.context.dashboard",
             ],
         },
     },
@@ -301,8 +302,27 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Static files (the dashboard's stylesheet and scripts, the admin's) are served by the
+# gateway process itself through WhiteNoise, in both modes: no web server to configure.
+# Files are found where they live (WHITENOISE_USE_FINDERS), so nothing must be collected
+# first; `manage.py collectstatic` into STATIC_ROOT is optional in production.
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "whitenoise.middleware.WhiteNoiseMiddleware")
+
+# --- Dashboard sign-in (docs/dashboard.md) -----------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("OPENCLAW_SESSION_SECONDS", 12 * 3600, minimum=60)
+# Invitation and password-reset links stay valid this long.
+PASSWORD_RESET_TIMEOUT = env_int("OPENCLAW_INVITATION_SECONDS", 3 * 86400, minimum=300)
 
 # --- Security: file modes, bad hosts, HTTPS, HSTS, Content-Security-Policy -------------
 # (docs/operations.md, "Security settings"). Production mode passes `manage.py check --deploy`.
@@ -315,6 +335,10 @@ _sqlite_files = [path for path in (
     sqlite_path_of(CELERY_RESULT_BACKEND),
 ) if path is not None]
 secure_data_dir(DATA_DIR, _sqlite_files, create=not PRODUCTION or bool(_sqlite_files))
+# WhiteNoise serves STATIC_ROOT too (what `collectstatic` put there) and warns when it is
+# missing; in the embedded default it lives, empty, in the data directory.
+if not PRODUCTION and not STATIC_ROOT.exists():
+    STATIC_ROOT.mkdir(mode=0o700, exist_ok=True)
 
 # A request with a Host outside ALLOWED_HOSTS gets a plain 400, never DEBUG's technical page.
 MIDDLEWARE = ["openclaw_site.hosts.refuse_bad_hosts", *MIDDLEWARE]

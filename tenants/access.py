@@ -4,16 +4,22 @@ Every path that turns a credential or a URL into tenant data goes through here.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.http import Http404
+from asgiref.sync import sync_to_async
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseNotAllowed
 from django.utils import timezone
 
+from tenants.audit import record_event
 from tenants.auth_audit import Failure, record_failure
 from tenants.keys import digests_match, display_prefix, parse_key
-from tenants.models import ApiKey, Membership, Organization
+from tenants.models import ApiKey, AuditEvent, Membership, Organization
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +144,72 @@ def org_for_member(user, org_slug: str) -> tuple[Organization, str]:
     if membership is None:
         raise Http404("No such organization")
     return membership.org, membership.role
+
+
+# --- Dashboard pages: who may see and do what ---------------------------------------
+# Roles, widest first. Every dashboard view declares, per HTTP method, which roles may
+# call it (`org_view`); the persona matrix test (tests/openclaw_site/test_persona_matrix.py)
+# reads these declarations from the URL configuration and checks each one for real.
+Role = Membership.Role
+EVERYONE = frozenset(Role.values)                                # the overview, the playground
+OVERSEERS = frozenset({Role.OWNER, Role.ADMIN, Role.AUDITOR})    # read keys, members, budgets, logs
+MANAGERS = frozenset({Role.OWNER, Role.ADMIN})                   # change them
+
+
+def org_view(*, get: frozenset = frozenset(), post: frozenset = frozenset()):
+    """Decorate a dashboard view taking `org` (the slug) as its first URL argument.
+
+    Anonymous: redirect to the login page. Not a member of that org (or no such org):
+    404, the same either way. A member whose role may not use this method: 403, and an
+    attempt to change something (any method but GET/HEAD) is audited as `access.denied`.
+    Otherwise the view runs with `request.org` and `request.role` set. Works for sync
+    and async views (an async view resolves the org off the event loop).
+    """
+    allowed = {"GET": frozenset(get), "HEAD": frozenset(get), "POST": frozenset(post)}
+
+    def decorate(view):
+        if inspect.iscoroutinefunction(view):
+            @functools.wraps(view)
+            async def async_wrapper(request, org, *args, **kwargs):
+                refusal = await sync_to_async(_admit)(request, org, allowed)
+                if refusal is not None:
+                    return refusal
+                return await view(request, *args, **kwargs)
+            wrapper = async_wrapper
+        else:
+            @functools.wraps(view)
+            def sync_wrapper(request, org, *args, **kwargs):
+                refusal = _admit(request, org, allowed)
+                if refusal is not None:
+                    return refusal
+                return view(request, *args, **kwargs)
+            wrapper = sync_wrapper
+        wrapper.org_access = {method: roles for method, roles in allowed.items() if method != "HEAD"}
+        return wrapper
+
+    return decorate
+
+
+def _admit(request, org_slug: str, allowed: dict[str, frozenset]):
+    """None when the request may go on (request.org/role set), else the response refusing it."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    org, role = org_for_member(request.user, org_slug)
+    request.org, request.role = org, role
+    roles = allowed.get(request.method)
+    if not roles:  # no role may use this method here
+        return HttpResponseNotAllowed([method for method, who in allowed.items() if who])
+    if role not in roles:
+        if request.method not in ("GET", "HEAD"):
+            record_event(org=org, actor_type=AuditEvent.ActorType.USER, actor=request.user.get_username(),
+                         action="access.denied", target_type="page", target_id=request.path[:64],
+                         data={"method": request.method, "path": request.path, "role": role})
+        raise PermissionDenied(f"the {role} role may not do this")
+    return None
+
+
+def member_orgs(user) -> list[tuple[Organization, str]]:
+    """The orgs a user belongs to with their role in each, for the org switcher."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return [(m.org, m.role) for m in Membership.objects.select_related("org").filter(user=user).order_by("org__slug")]

@@ -1,0 +1,8 @@
+"""Dashboard pages of the gateway app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
+from django.urls import path
+
+from gateway import views
+
+urlpatterns = [
+    path("playground/", views.playground, name="playground"),
+]
