@@ -122,6 +122,7 @@ class Budget(models.Model):
         BLOCK = "block", "Refuse with 402"
         FALLBACK = "fallback", "Serve through the fallback route"
 
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="budgets")
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.ORG)

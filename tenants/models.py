@@ -85,6 +85,12 @@ class Membership(models.Model):
 class ApiKey(models.Model):
     """A tenant application's credential. Only a digest of the secret is kept."""
 
+    class Kind(models.TextChoices):
+        APPLICATION = "application", "Application"
+        # Short-lived, one per user and org, made for the dashboard's playground: hidden
+        # from the key list, purged after it expires (gateway/playground.py).
+        PLAYGROUND = "playground", "Playground"
+
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=200)
@@ -105,9 +111,17 @@ class ApiKey(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.APPLICATION, editable=False)
+    # Rotation: the key this one replaced (which keeps working until its overlap ends).
+    rotated_from = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="rotated_to", editable=False)
 
     class Meta:
         verbose_name = "API key"
+        indexes = [
+            # The key list: an org's keys of one kind, newest first.
+            models.Index(fields=["org", "kind", "-created_at"], name="apikey_org_kind_created_idx"),
+        ]
         constraints = [
             models.CheckConstraint(condition=~models.Q(digest=""), name="apikey_digest_not_empty"),
         ]
