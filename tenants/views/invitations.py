@@ -32,7 +32,7 @@ def accept(request, uidb64, token):
     if user is None:
         response = render(request, "tenants/invitation.html", {"invalid": True}, status=400)
     else:
-        form = SetPasswordForm(user, request.POST or None)
+        form = SetPasswordForm(user, request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             invitation_accept(user=user, form=form)
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")

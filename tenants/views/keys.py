@@ -57,7 +57,7 @@ def key_list(request):
 
 @org_view(get=MANAGERS, post=MANAGERS)
 def key_new(request):
-    form = ApiKeyCreateForm(request.POST or None, org=request.org)
+    form = ApiKeyCreateForm(request.POST if request.method == "POST" else None, org=request.org)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         issued = api_key_create(
@@ -128,7 +128,7 @@ def key_revoke(request, key):
 @org_view(get=MANAGERS, post=MANAGERS)
 def key_rotate(request, key):
     api_key = _get_key(request, key)
-    form = ApiKeyRotateForm(request.POST or None)
+    form = ApiKeyRotateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             issued = api_key_rotate(api_key=api_key, overlap=form.overlap_delta(), actor_user=request.user)

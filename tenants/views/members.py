@@ -40,7 +40,7 @@ def member_list(request):
 
 @org_view(get=MANAGERS, post=MANAGERS)
 def member_invite(request):
-    form = InviteForm(request.POST or None, actor_role=request.role)
+    form = InviteForm(request.POST if request.method == "POST" else None, actor_role=request.role)
     if request.method == "POST" and form.is_valid():
         try:
             membership = membership_invite(
@@ -60,7 +60,7 @@ def member_invite(request):
 def member_detail(request, member):
     membership = _get_member(request, member)
     may_change = _may_change(request, membership)
-    form = RoleForm(request.POST or None, actor_role=request.role, initial={"role": membership.role})
+    form = RoleForm(request.POST if request.method == "POST" else None, actor_role=request.role, initial={"role": membership.role})
     if request.method == "POST" and form.is_valid():
         try:
             membership_role_set(membership=membership, role=form.cleaned_data["role"], actor_user=request.user)
