@@ -264,3 +264,55 @@ def test_an_admin_may_not_invite_an_owner(personas):
         membership_invite(org=personas.org, email="boss@example.com", role="owner",
                           invited_by=personas.users["admin"], base_url="http://x")
     assert not Membership.objects.filter(user__email="boss@example.com").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_owners_demoting_each_other_at_once_leave_one_owner(monkeypatch):
+    """The owners' rows are locked while they are counted: the second demotion waits for
+    the first to commit, then sees one owner left and is refused. (Without the lock both
+    would count two owners and succeed: the hook below lets the second catch up if it can.)"""
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL (SQLite serialises every write anyway)")
+    from tenants import services
+
+    personas = make_personas()
+    second = _membership(personas, "admin")
+    Membership.objects.filter(pk=second.pk).update(role="owner")
+    first = _membership(personas, "owner")
+    second.refresh_from_db()
+
+    both_inside = threading.Barrier(2)
+    check = services._check_may_manage
+
+    def check_then_wait_for_the_other(**kwargs):
+        check(**kwargs)
+        # With the lock the other thread cannot get here before this one commits: the
+        # wait times out (and the barrier, broken, lets everyone through from then on).
+        try:
+            both_inside.wait(timeout=1)
+        except threading.BrokenBarrierError:
+            pass
+
+    monkeypatch.setattr(services, "_check_may_manage", check_then_wait_for_the_other)
+    outcomes = []
+
+    def demote(membership):
+        try:
+            membership_role_set(membership=membership, role="member")
+            outcomes.append("demoted")
+        except ChangeRefused:
+            outcomes.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=demote, args=(m,)) for m in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["demoted", "refused"]
+    assert Membership.objects.filter(org=personas.org, role="owner").count() == 1
