@@ -39,6 +39,7 @@ def accept(request, uidb64, token):
             return redirect("home")
         response = render(request, "tenants/invitation.html", {"form": form, "invited": user},
                           status=400 if request.method == "POST" else 200)
-    # The URL holds a token: do not hand it to other sites in a Referer header.
-    response["Referrer-Policy"] = "no-referrer"
+    # The URL holds a token: never hand it to another site in a Referer header. (Not
+    # "no-referrer": browsers then send "Origin: null" with the form, failing the CSRF check.)
+    response["Referrer-Policy"] = "same-origin"
     return response

@@ -27,7 +27,7 @@ def test_the_link_sets_a_password_and_signs_the_person_in(client, invited):
     membership, link = invited
     page = client.get(link)
     assert page.status_code == 200 and "erin@example.com" in page.content.decode()
-    assert page["Referrer-Policy"] == "no-referrer"
+    assert page["Referrer-Policy"] == "same-origin"
     response = client.post(link, {"new_password1": "correct-horse-battery", "new_password2": "correct-horse-battery"})
     assert response.status_code == 302 and response["Location"] == reverse("home")
     assert client.get(reverse("home"))["Location"] == reverse("overview", kwargs={"org": "acme"})
