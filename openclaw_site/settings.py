@@ -266,6 +266,8 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_COOLOFF_MESSAGE = (f"Too many failed logins for this username from this address: locked out for "
                         f"{int(AXES_COOLOFF_TIME.total_seconds()) // 60} minutes. Try again later, or ask an operator "
                         f"to unlock it (manage.py axes_reset_username).")
+# The dashboard's and the admin's login pages answer a lockout with this page (429).
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = False
 AXES_DISABLE_ACCESS_LOG = True  # logins are audited in the platform audit chain instead
 
