@@ -233,7 +233,7 @@ GATEWAY = {
 }
 
 # --- Failed logins: API-key throttling, admin lockout, client addresses ------------------
-# (docs/operations.md "Failed authentication and admin logins"; gateway/auth_throttle.py,
+# (docs/operations.md "Failed authentication and logins"; gateway/auth_throttle.py,
 # tenants/auth_audit.py, tenants/login_audit.py, infra/client_address.py)
 GATEWAY.update({
     # Past this many failed authentications within the window (which starts at the first
@@ -248,7 +248,7 @@ GATEWAY.update({
 # Proxies (CIDRs) whose X-Forwarded-For is believed; empty: the TCP peer is the client.
 TRUSTED_PROXIES = env_networks("OPENCLAW_TRUSTED_PROXIES")
 
-# Admin login: django-axes locks a username at one address out after repeated failures.
+# Logins (dashboard and admin): django-axes locks a username at one address out after repeated failures.
 INSTALLED_APPS += ["axes"]
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the password is checked
