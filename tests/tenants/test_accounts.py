@@ -128,3 +128,15 @@ def test_an_org_admin_who_is_not_staff_gets_the_admin_login_not_an_error(client,
     assert answer.status_code == 302 and answer.headers["Location"].startswith("/admin/login/")
     page = client.get(answer.headers["Location"])
     assert page.status_code == 200
+
+
+@pytest.mark.parametrize("page", [LOGIN, "/accounts/password-reset/", "/accounts/password-reset/sent/",
+                                  "/accounts/reset/done/", "/accounts/reset/MQ/bad-token/"])
+def test_every_link_on_the_signed_out_pages_leads_somewhere(client, page):
+    answer = client.get(page, follow=True)
+    assert answer.status_code == 200
+    html = answer.content.decode()
+    links = set(re.findall(r'(?:href|src)="(/[^"]*)"', html))
+    assert links, page
+    for link in links:
+        assert client.get(link).status_code == 200, (page, link)
