@@ -3,6 +3,8 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
+from tenants.password_reset import PasswordResetConfirmView
+
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html",
                                                 redirect_authenticated_user=True), name="login"),
@@ -23,7 +25,7 @@ urlpatterns += [
         extra_context={"reset_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600)}), name="password_reset_done"),
 ]
 urlpatterns += [
-    path("reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(
+    path("reset/<uidb64>/<token>/", PasswordResetConfirmView.as_view(
         template_name="accounts/password_reset_confirm.html",
         success_url=reverse_lazy("password_reset_complete")), name="password_reset_confirm"),
 ]

@@ -102,8 +102,12 @@ def test_a_password_reset_email_carries_a_link_that_sets_a_new_password(client, 
     set_url = form.redirect_chain[-1][0]
     too_short = client.post(set_url, {"new_password1": "short", "new_password2": "short"})
     assert too_short.status_code == 200 and "too short" in too_short.content.decode()
+    assert not AuditEvent.objects.filter(action="password.reset").exists()
     done = client.post(set_url, {"new_password1": "a-new-long-secret", "new_password2": "a-new-long-secret"})
     assert done.status_code == 302 and done.headers["Location"] == "/accounts/reset/done/"
+    event = AuditEvent.objects.get(action="password.reset")
+    assert (event.chain, event.actor, event.target_id) == ("platform", "alice", str(alice.pk))
+    assert "a-new-long-secret" not in str(event.data)
     assert "Password changed" in client.get("/accounts/reset/done/").content.decode()
     assert log_in(client, "a-new-long-secret").status_code == 302
     client.post("/accounts/logout/")
