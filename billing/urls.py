@@ -1,10 +1,12 @@
 """Dashboard pages of the billing app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
 from django.urls import path
 
-from billing import views
+from billing.views import placeholders, requests
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("requests/", views.requests, name="requests"),
-    path("budgets/", views.budgets, name="budgets"),
+    path("", placeholders.overview, name="overview"),
+    path("requests/", requests.request_log, name="requests"),
+    path("requests/export.csv", requests.request_log_csv, name="requests_csv"),
+    path("requests/<uuid:request_id>/", requests.request_detail, name="request_detail"),
+    path("budgets/", placeholders.budgets, name="budgets"),
 ]

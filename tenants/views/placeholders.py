@@ -1,4 +1,4 @@
-"""Dashboard pages for keys, members and the audit log (templates/tenants/)."""
+"""Placeholder pages of the tenants app, until their own modules replace them."""
 from __future__ import annotations
 
 from django.shortcuts import render
@@ -14,8 +14,3 @@ def keys(request):
 @org_view(get=OVERSEERS)
 def members(request):
     return render(request, "placeholder.html", {"heading": "Members", "section": "members"})
-
-
-@org_view(get=OVERSEERS)
-def audit_log(request):
-    return render(request, "placeholder.html", {"heading": "Audit log", "section": "audit"})

@@ -1,4 +1,4 @@
-"""Dashboard pages for usage, the request log and budgets (templates/billing/)."""
+"""Placeholder pages of the billing app, until their own modules replace them."""
 from __future__ import annotations
 
 from django.shortcuts import render
@@ -9,11 +9,6 @@ from tenants.access import EVERYONE, OVERSEERS, org_view
 @org_view(get=EVERYONE)
 def overview(request):
     return render(request, "placeholder.html", {"heading": "Overview", "section": "overview"})
-
-
-@org_view(get=OVERSEERS)
-def requests(request):
-    return render(request, "placeholder.html", {"heading": "Request log", "section": "requests"})
 
 
 @org_view(get=OVERSEERS)
