@@ -29,6 +29,14 @@ COLUMNS = ("started", "key", "model", "deployment", "end_user", "status", "token
 CSV_HEADER = ("request_id", "key_id", *COLUMNS)
 
 
+def plain_decimal(value: Decimal | None) -> str:
+    """The exact value in positional notation, without trailing zeros ("0.000000123",
+    never "1.23E-7"): the same text whichever database returned it."""
+    if value is None:
+        return ""
+    return format(value.normalize(), "f")
+
+
 def format_time(value: datetime | None) -> str:
     """UTC, to the second, as the page and the CSV show it."""
     if value is None:
@@ -150,7 +158,7 @@ def request_row(record: UsageRecord) -> dict[str, str]:
         "status": record.status,
         "tokens_in": str(record.prompt_tokens),
         "tokens_out": str(record.completion_tokens),
-        "cost_usd": str(record.cost_usd),
+        "cost_usd": plain_decimal(record.cost_usd),
         "first_token_ms": "" if record.first_token_ms is None else str(record.first_token_ms),
         "total_ms": "" if record.total_ms is None else str(record.total_ms),
     }
@@ -226,8 +234,8 @@ def explain_route(route: Any) -> RouteExplanation | None:
     )
 
 
-def cost_of_side(tokens: int, price_per_mtok: Decimal | None) -> Decimal | None:
-    """tokens × price per million, exactly (for showing the arithmetic, not for billing)."""
+def cost_of_side(tokens: int, price_per_mtok: Decimal | None) -> str:
+    """tokens × price per million, exactly (showing the arithmetic; billing is catalog/money.py's)."""
     if price_per_mtok is None:
-        return None
-    return (Decimal(tokens) * price_per_mtok / Decimal(1_000_000)).normalize()
+        return ""
+    return plain_decimal(Decimal(tokens) * price_per_mtok / Decimal(1_000_000))

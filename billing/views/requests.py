@@ -7,7 +7,7 @@ from django.shortcuts import render
 
 from billing.request_log import (
     COLUMNS, CSV_HEADER, RequestFilters, cost_of_side, explain_route, parse_cursor, request_log_export_page,
-    request_log_page, request_row, status_pill, usage_record_for_org,
+    plain_decimal, request_log_page, request_row, status_pill, usage_record_for_org,
 )
 from infra.csv_export import stream_csv
 from tenants.access import OVERSEERS, org_view
@@ -57,6 +57,8 @@ def request_detail(request, request_id):
         "section": "requests", "record": record, "row": request_row(record), "pill": status_pill(record.status), "route": explain_route(record.route),
         "input_cost": cost_of_side(record.prompt_tokens, record.input_price_per_mtok),
         "output_cost": cost_of_side(record.completion_tokens, record.output_price_per_mtok),
+        "input_price": plain_decimal(record.input_price_per_mtok),
+        "output_price": plain_decimal(record.output_price_per_mtok),
     })
 
 
