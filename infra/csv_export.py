@@ -20,7 +20,7 @@ from django.db import close_old_connections, connections
 
 # A cell a spreadsheet would take for a formula (CSV injection): starting with one
 # of these, it is prefixed with a quote so it is shown as text.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = frozenset("=+-@\t\r")
 
 # fetch_page(cursor) -> (rows, next cursor or None when there are no more).
 PageFetcher = Callable[[Any], tuple[list[Sequence[Any]], Any]]
@@ -28,10 +28,10 @@ PageFetcher = Callable[[Any], tuple[list[Sequence[Any]], Any]]
 
 def csv_safe(value: Any) -> str:
     """The cell's text, defused if a spreadsheet would evaluate it."""
-    text = "" if value is None else str(value)
-    if text.startswith(FORMULA_STARTS):
-        return "'" + text
-    return text
+    if value is None:
+        return ""
+    text = value if type(value) is str else str(value)
+    return "'" + text if text[:1] in FORMULA_STARTS else text
 
 
 def csv_lines(rows: Iterable[Sequence[Any]]) -> bytes:
