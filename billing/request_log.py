@@ -59,10 +59,12 @@ class RequestFilters(forms.Form):
 
     def __init__(self, data, *, org: Organization):
         super().__init__(data)
-        keys = ApiKey.objects.filter(org=org).order_by("kind", "name").values_list("public_id", "name", "lookup",
-                                                                                   "last_four", "kind")
+        keys = ApiKey.objects.filter(org=org).order_by("kind", "name").values_list("pk", "public_id", "name",
+                                                                                   "lookup", "last_four", "kind")
         choices = [("", "any")]
-        for public_id, name, lookup, last_four, kind in keys:
+        self.key_pks: dict[str, int] = {}
+        for pk, public_id, name, lookup, last_four, kind in keys:
+            self.key_pks[str(public_id)] = pk
             label = f"{name} ({ApiKey(lookup=lookup, last_four=last_four).display})"
             if kind == ApiKey.Kind.PLAYGROUND:
                 label += " — playground"
@@ -71,6 +73,9 @@ class RequestFilters(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("key"):
+            # The selectors filter on the key's row id: no join with the keys table.
+            cleaned["key_pk"] = self.key_pks[cleaned["key"]]
         since, until = cleaned.get("since"), cleaned.get("until")
         if since and until and since > until:
             self.add_error("until", "must be on or after the start date")
@@ -101,7 +106,9 @@ def _day_start(day) -> datetime:
 def usage_records_filtered(*, org: Organization, filters: dict[str, Any]) -> QuerySet[UsageRecord]:
     """The org's records matching cleaned `RequestFilters` data (unordered)."""
     records = UsageRecord.objects.filter(org=org)
-    if filters.get("key"):
+    if filters.get("key_pk"):
+        records = records.filter(api_key_id=filters["key_pk"])
+    elif filters.get("key"):
         records = records.filter(api_key__public_id=filters["key"])
     if filters.get("model"):
         records = records.filter(requested_model=filters["model"])

@@ -65,7 +65,7 @@ def request_detail(request, request_id):
 def _audit_export(request, filters: dict) -> None:
     record_event(org=request.org, actor_type=AuditEvent.ActorType.USER, actor=request.user.get_username(),
                  action="export.requests", target_type="request_log",
-                 data={"filters": {k: str(v) for k, v in filters.items() if v not in (None, "")}})
+                 data={"filters": {k: str(filters[k]) for k in RequestFilters.base_fields if filters.get(k)}})
 
 
 @org_view(get=OVERSEERS)
