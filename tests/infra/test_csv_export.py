@@ -53,3 +53,27 @@ async def test_the_loop_keeps_running_while_a_page_is_read():
     release.set()
     assert await reading == b"x\r\n"
     await stream.aclose()
+
+
+async def test_a_page_being_read_does_not_hold_the_shared_sync_thread():
+    # Django runs sync views and thread-sensitive database calls on one shared thread:
+    # while an export page is read, such a call must still go through at once.
+    from asgiref.sync import sync_to_async
+
+    release = threading.Event()
+
+    def slow_page(cursor):
+        release.wait(5)
+        return [["x"]], None
+
+    stream = stream_csv(["h"], slow_page)
+    await stream.__anext__()
+    reading = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.05)
+    try:
+        assert await asyncio.wait_for(sync_to_async(lambda: "served")(), timeout=1) == "served"
+        assert not reading.done()
+    finally:
+        release.set()
+    await reading
+    await stream.aclose()
