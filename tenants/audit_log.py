@@ -145,6 +145,3 @@ def audit_event_neighbours(event: AuditEvent) -> EventNeighbours:
               .only("public_id", "seq", "action")}
     return EventNeighbours(previous=around.get(event.seq - 1), next=around.get(event.seq + 1))
 
-
-def audit_event_at(*, org: Organization, seq: int) -> AuditEvent | None:
-    return AuditEvent.objects.filter(chain=org_chain(org), seq=seq).only("public_id", "seq").first()
