@@ -1,10 +1,12 @@
 """Dashboard pages of the billing app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
 from django.urls import path
 
-from billing import views
+from billing.views import budgets, placeholders
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("requests/", views.requests, name="requests"),
-    path("budgets/", views.budgets, name="budgets"),
+    path("", placeholders.overview, name="overview"),
+    path("requests/", placeholders.requests, name="requests"),
+    path("budgets/", budgets.budgets, name="budgets"),
+    path("budgets/new/", budgets.budget_new, name="budget_new"),
+    path("budgets/<uuid:budget>/", budgets.budget_detail, name="budget"),
 ]

@@ -1,4 +1,4 @@
-"""Dashboard pages for usage, the request log and budgets (templates/billing/)."""
+"""Billing pages not built yet (each is replaced by its own module)."""
 from __future__ import annotations
 
 from django.shortcuts import render
@@ -14,8 +14,3 @@ def overview(request):
 @org_view(get=OVERSEERS)
 def requests(request):
     return render(request, "placeholder.html", {"heading": "Request log", "section": "requests"})
-
-
-@org_view(get=OVERSEERS)
-def budgets(request):
-    return render(request, "placeholder.html", {"heading": "Budgets", "section": "budgets"})
