@@ -122,16 +122,21 @@ def _sum(states) -> CounterState:
 
 
 def _end_users_in_window(budgets: list[Budget], refs: dict[int, CounterRef]) -> dict[int, list[str]]:
-    """End users with usage in each per-end-user budget's window (names for Redis counters)."""
-    found: dict[int, list[str]] = {}
+    """End users with usage in each per-end-user budget's window (names for Redis
+    counters): one query per distinct window, whatever the number of budgets."""
+    windows: dict[tuple, list[int]] = {}
     for budget in budgets:
-        if budget.scope != Budget.Scope.END_USER:
-            continue
-        ref = refs[budget.pk]
-        records = UsageRecord.objects.filter(org_id=budget.org_id, started_at__gte=ref.window_start).exclude(end_user="")
-        if ref.window_end is not None:
-            records = records.filter(started_at__lt=ref.window_end)
-        found[budget.pk] = list(records.values_list("end_user", flat=True).distinct()[:10_000])
+        if budget.scope == Budget.Scope.END_USER:
+            ref = refs[budget.pk]
+            windows.setdefault((ref.window_start, ref.window_end), []).append(budget.pk)
+    found: dict[int, list[str]] = {}
+    for (start, end), budget_ids in windows.items():
+        records = UsageRecord.objects.filter(org_id=budgets[0].org_id, started_at__gte=start).exclude(end_user="")
+        if end is not None:
+            records = records.filter(started_at__lt=end)
+        users = list(records.order_by().values_list("end_user", flat=True).distinct()[:10_000])
+        for budget_id in budget_ids:
+            found[budget_id] = users
     return found
 
 

@@ -230,9 +230,54 @@ def test_an_auditor_sees_the_budget_without_a_form(client, personas):
 
 # --- Figures ---------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _no_redis_counters():
+    yield from _clear_redis_counters()
+
+
+def _clear_redis_counters():
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        yield
+        return
+    import redis
+
+    from billing.ledger import redis_prefix
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter(match=f"{redis_prefix()}:c:*"):
+        client.delete(key)
+    yield
+    for key in client.scan_iter(match=f"{redis_prefix()}:c:*"):
+        client.delete(key)
+    client.close()
+
+
 def _counter(budget, *, subject="", at=None, **values):
-    start, _ = window_bounds(budget.window, at or datetime.now(dt_timezone.utc))
-    return BudgetCounter.objects.create(budget=budget, subject=subject, window_start=start, **values)
+    """A counter in the ledger this process uses (database rows, or Redis)."""
+    from django.conf import settings
+
+    at = at or datetime.now(dt_timezone.utc)
+    start, end = window_bounds(budget.window, at)
+    if not settings.REDIS_URL:
+        return BudgetCounter.objects.create(budget=budget, subject=subject, window_start=start, **values)
+    import redis
+
+    from billing.budgets import BudgetRule, CounterRef
+    from billing.ledger import redis_prefix
+    from billing.models import UsageRecord
+
+    ref = CounterRef(rule=BudgetRule.from_model(budget), subject=subject, window_start=start, window_end=end)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.hset(ref.redis_key(redis_prefix()), mapping={
+        "sn": values.get("spent_nanos", 0), "st": values.get("spent_tokens", 0),
+        "rn": values.get("reserved_nanos", 0), "rt": values.get("reserved_tokens", 0)})
+    client.close()
+    if subject:  # Redis names end users' counters by digest: the page names them from usage
+        key = ApiKey.objects.filter(org=budget.org).first() or api_key_create(org=budget.org, name="u").api_key
+        UsageRecord.objects.create(org=budget.org, api_key=key, requested_model="m", status="rejected",
+                                   end_user=subject, started_at=at)
 
 
 def test_the_list_shows_exact_spent_reserved_and_remaining(client, personas):
