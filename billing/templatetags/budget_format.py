@@ -23,3 +23,9 @@ def tokens(count: int | None) -> str:
     if count is None:
         return "–"
     return f"{count:,}"
+
+
+@register.filter
+def per_window(window: str) -> str:
+    """"hourly", "daily", "monthly", "lifetime": how a limit's window reads after it."""
+    return {"hour": "hourly", "day": "daily", "month": "monthly"}.get(window, window)
