@@ -80,3 +80,16 @@ def test_the_key_endpoint_is_for_members_only(client, personas, persona, status)
     response = personas.client_for(client, persona).post(_key_url(personas))
     assert response.status_code == status
     assert not ApiKey.objects.filter(kind=ApiKey.Kind.PLAYGROUND).exists()
+
+
+def test_a_playground_key_is_not_listed_on_the_keys_page(client, personas):
+    from tenants.services import api_key_create
+
+    api_key_create(org=personas.org, name="application key")
+    c = personas.client_for(client, "owner")
+    c.get(_page(personas))
+    body = json.loads(c.post(_key_url(personas)).content)
+    playground = ApiKey.objects.get(lookup=parse_key(body["key"]).lookup)
+    html = c.get(reverse("keys", kwargs={"org": personas.org.slug})).content.decode()
+    assert "application key" in html
+    assert playground.prefix not in html and playground.name not in html
