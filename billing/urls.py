@@ -1,10 +1,10 @@
 """Dashboard pages of the billing app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
 from django.urls import path
 
-from billing.views import budgets, placeholders
+from billing.views import budgets, overview, placeholders
 
 urlpatterns = [
-    path("", placeholders.overview, name="overview"),
+    path("", overview.overview, name="overview"),
     path("requests/", placeholders.requests, name="requests"),
     path("budgets/", budgets.budgets, name="budgets"),
     path("budgets/new/", budgets.budget_new, name="budget_new"),

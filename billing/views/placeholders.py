@@ -1,14 +1,9 @@
-"""Billing pages not built yet (each is replaced by its own module)."""
+"""Pages of the billing app not built yet: they render the placeholder template."""
 from __future__ import annotations
 
 from django.shortcuts import render
 
-from tenants.access import EVERYONE, OVERSEERS, org_view
-
-
-@org_view(get=EVERYONE)
-def overview(request):
-    return render(request, "placeholder.html", {"heading": "Overview", "section": "overview"})
+from tenants.access import OVERSEERS, org_view
 
 
 @org_view(get=OVERSEERS)
