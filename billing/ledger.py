@@ -330,9 +330,12 @@ return 1
 """
 
 # KEYS: 1 lease index, 2 lease. ARGV: 1 request id, 2 spent nanos, 3 spent tokens.
-# Idempotent: a lease already settled is gone, and nothing changes. A settlement is
+# Leaves a short-lived tombstone '<lease>:settled' (see _REASSERT). Idempotent: a lease already settled is gone, and nothing changes. A settlement is
 # published on '<lease index>:settled', waking requests that wait for room in any process.
 _SETTLE = """
+-- The tombstone tells a lease keeper whose extension raced this settlement (it read its
+-- open leases before, and its extension ran after) not to put the lease back.
+redis.call('SET', KEYS[2] .. ':settled', '1', 'EX', 120)
 local p = redis.call('HGET', KEYS[2], 'p')
 if not p then return 0 end
 local lease = cjson.decode(p)
@@ -359,7 +362,7 @@ for i = 3, #ARGV, 2 do
   if redis.call('EXISTS', key) == 1 then
     redis.call('HSET', key, 'ck', ARGV[i + 1])
     redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-  else
+  elseif redis.call('EXISTS', key .. ':settled') == 0 then  -- not merely settled since it was read
     table.insert(missing, ARGV[i])
   end
 end
@@ -370,6 +373,7 @@ return missing
 # 5 nanos, 6 tokens. Puts back a lease Redis lost, with its reservation on the (rebuilt) counters.
 _REASSERT = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2] .. ':settled') == 1 then return 0 end  -- settled meanwhile
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('HINCRBY', KEYS[i], 'rn', ARGV[5])

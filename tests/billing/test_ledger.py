@@ -246,3 +246,24 @@ async def test_a_token_budget_is_busy_on_reserved_tokens_and_used_up_on_spent_on
         await books.reserve(lease_for(rule, at=now, max_tokens=200))
     assert "100 of 300 tokens spent, and this request could use up to 227" in used_up.value.message()
     await books.reserve(lease_for(rule, at=now))  # 100 + 127 fits
+
+
+async def test_a_lease_settled_while_its_extension_is_in_flight_is_not_put_back(org, issued_key, settings):
+    """The lease keeper reads its open leases, then extends them: a request settling in
+    between must stay settled (putting its lease back would hold room it no longer uses,
+    and bill it a second time when that lease expired and was reaped)."""
+    require("redis")
+    books = RedisLedger(settings.REDIS_URL)
+    books.prefix += f":{uuid.uuid4().hex[:8]}"
+    books._epoch, books._leases = f"{books.prefix}:epoch", f"{books.prefix}:leases"
+    budget = await Budget.objects.acreate(org=org, name="m", window="month", limit_tokens=1000)
+    rule = await asyncio.to_thread(rule_of, budget)
+    now = timezone.now()
+    lease = lease_for(rule, at=now)
+    await books.reserve(lease)
+    snapshot = [lease]  # what the keeper read before the request ended
+    await settle(books, lease, cost=Decimal("0.001"), tokens=50, issued_key=issued_key, at=now)
+    await books.extend(snapshot)  # its extension arrives after the settlement
+    assert await books._redis.zcard(books._leases) == 0
+    [state] = await books.snapshot(counter_refs([rule], end_user="", at=now))
+    assert (state.spent_tokens, state.reserved_tokens) == (50, 0)

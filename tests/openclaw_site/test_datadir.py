@@ -16,7 +16,8 @@ def test_a_fresh_data_directory_is_private_after_migrate(tmp_path):
     result = manage({"OPENCLAW_DATA_DIR": str(data_dir)}, "migrate", "--noinput", "-v", "0")
     assert result.returncode == 0, result.stderr
     assert mode_of(data_dir) == 0o700
-    files = {path.name: mode_of(path) for path in data_dir.iterdir()}
+    files = {path.name: mode_of(path) for path in data_dir.iterdir() if path.is_file()}
+    assert {mode_of(path) for path in data_dir.iterdir() if path.is_dir()} <= {0o700}  # e.g. static/
     assert {"openclaw.sqlite3", "celery-broker.sqlite3", "celery-results.sqlite3", "secret_key",
             "credential_key"} <= set(files)
     assert set(files.values()) == {0o600}, files

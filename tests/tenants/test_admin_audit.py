@@ -122,7 +122,7 @@ def test_a_budget_is_created_in_admin_and_audited(operator_client, org):
                                                                                   "25.000000000")
     event = AuditEvent.objects.get(action="budget.create")
     assert (event.actor, event.org_id, event.target_type, event.target_id) == ("operator", org.pk, "budget",
-                                                                               str(budget.pk))
+                                                                               str(budget.public_id))
     assert {"org", "name", "limit_usd"} <= set(event.data["fields"])
     listing = operator_client.get("/admin/billing/budget/")
     assert listing.status_code == 200 and "monthly cap" in listing.content.decode() and "$25" in listing.content.decode()
