@@ -1,10 +1,10 @@
 """Dashboard pages of the billing app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
 from django.urls import path
 
-from billing import views
+from billing.views import overview, placeholders
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("requests/", views.requests, name="requests"),
-    path("budgets/", views.budgets, name="budgets"),
+    path("", overview.overview, name="overview"),
+    path("requests/", placeholders.requests, name="requests"),
+    path("budgets/", placeholders.budgets, name="budgets"),
 ]

@@ -85,3 +85,27 @@ def price_per_mtok_from_per_token(value: float | int | str) -> Decimal:
     the price its authors wrote (1e-05 -> 10 per million)."""
     price = Decimal(str(value)) * PER_MILLION
     return price.quantize(Decimal(1).scaleb(-PRICE_PLACES), rounding=ROUND_HALF_UP).normalize() + 0
+
+
+# --- Display ---------------------------------------------------------------------------
+_CENT = Decimal("0.01")
+_MICRO = Decimal("0.000001")
+
+
+def display_usd(amount: Decimal | None) -> str:
+    """A dollar amount for people: cents with thousands separators ("$1,234.57"); amounts
+    under a cent keep six places ("$0.000042") so a cheap request never shows as $0.00."""
+    if amount is None:
+        return "—"
+    if not isinstance(amount, Decimal):
+        raise TypeError("amounts must be Decimal")
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if amount == 0:
+        return "$0.00"
+    if amount < _CENT:
+        if amount < _MICRO:
+            return f"{sign}<$0.000001"
+        text = format(amount.quantize(_MICRO, rounding=ROUND_HALF_UP), "f").rstrip("0")
+        return f"{sign}${text}"
+    return f"{sign}${amount.quantize(_CENT, rounding=ROUND_HALF_UP):,}"

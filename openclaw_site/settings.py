@@ -233,7 +233,7 @@ GATEWAY = {
 }
 
 # --- Failed logins: API-key throttling, admin lockout, client addresses ------------------
-# (docs/operations.md "Failed authentication and admin logins"; gateway/auth_throttle.py,
+# (docs/operations.md "Failed authentication and logins"; gateway/auth_throttle.py,
 # tenants/auth_audit.py, tenants/login_audit.py, infra/client_address.py)
 GATEWAY.update({
     # Past this many failed authentications within the window (which starts at the first
@@ -248,7 +248,7 @@ GATEWAY.update({
 # Proxies (CIDRs) whose X-Forwarded-For is believed; empty: the TCP peer is the client.
 TRUSTED_PROXIES = env_networks("OPENCLAW_TRUSTED_PROXIES")
 
-# Admin login: django-axes locks a username at one address out after repeated failures.
+# Logins (dashboard and admin): django-axes locks a username at one address out after repeated failures.
 INSTALLED_APPS += ["axes"]
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the password is checked
@@ -266,6 +266,8 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_COOLOFF_MESSAGE = (f"Too many failed logins for this username from this address: locked out for "
                         f"{int(AXES_COOLOFF_TIME.total_seconds()) // 60} minutes. Try again later, or ask an operator "
                         f"to unlock it (manage.py axes_reset_username).")
+# The dashboard's and the admin's login pages answer a lockout with this page (429).
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = False
 AXES_DISABLE_ACCESS_LOG = True  # logins are audited in the platform audit chain instead
 

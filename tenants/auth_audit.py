@@ -56,7 +56,7 @@ def window_seconds() -> float:
 class Failure:
     org: object | None  # Organization (None: the platform chain)
     actor: str  # the key's display prefix, a username, or "" when nothing trustworthy is known
-    action: str  # e.g. "auth.failed", "admin.login_failed"
+    action: str  # e.g. "auth.failed", "login_failed"
     reason: str
     source: str
     address: str | None = None

@@ -34,3 +34,24 @@ def access_revoked(*, kind: str, public_id: str, reason: str) -> None:
             hook(kind, public_id, reason)
         except Exception:
             log.exception("access-revoked hook %s failed for %s %s", name, kind, public_id)
+
+
+# --- Names an org can request ----------------------------------------------------------
+# The key form offers the model and route names an org can resolve; the catalogue that
+# knows them sits above tenants, so it registers a source here (catalog/apps.py).
+NameSource = Callable[[object], list[str]]
+
+_name_sources: dict[str, NameSource] = {}
+
+
+def on_resolvable_names(name: str, source: NameSource) -> None:
+    """Register `source(org) -> names` under `name` (registering a name again replaces it)."""
+    _name_sources[name] = source
+
+
+def resolvable_names(org) -> list[str]:
+    """Every name (model or route) `org` can request, sorted, from all registered sources."""
+    names: set[str] = set()
+    for source in list(_name_sources.values()):
+        names.update(source(org))
+    return sorted(names)

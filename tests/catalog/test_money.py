@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from catalog.money import (
-    Prices, format_usd, nanos_to_usd, price_per_mtok_from_per_token, request_cost, scale_price, usd_to_nanos,
+    Prices, display_usd, format_usd, nanos_to_usd, price_per_mtok_from_per_token, request_cost, scale_price, usd_to_nanos,
 )
 
 
@@ -104,3 +104,30 @@ def test_price_per_mtok_from_litellm_per_token_floats():
     # Never more than the price precision, so it is a valid Prices value.
     assert str(price_per_mtok_from_per_token(1.2345675e-07)) == "0.123457"
     Prices(price_per_mtok_from_per_token(1.2345675e-07), price_per_mtok_from_per_token(3e-08))
+
+
+@pytest.mark.parametrize("amount,shown", [
+    (Decimal("0"), "$0.00"),
+    (Decimal("1234.567"), "$1,234.57"),
+    (Decimal("0.005"), "$0.005"),
+    (Decimal("0.0000424"), "$0.000042"),
+    (Decimal("0.000000001"), "<$0.000001"),
+    (Decimal("0.01"), "$0.01"),
+    (Decimal("-2.5"), "-$2.50"),
+    (None, "—"),
+])
+def test_amounts_are_shown_to_people_in_cents_or_six_places_under_a_cent(amount, shown):
+    assert display_usd(amount) == shown
+
+
+def test_display_refuses_floats():
+    with pytest.raises(TypeError):
+        display_usd(0.1)
+
+
+def test_the_template_filters_format_dollars_and_counts():
+    from django.template import Context, Template
+
+    html = Template("{% load money %}{{ a|usd }} {{ n|thousands }} {{ s|thousands }}").render(
+        Context({"a": Decimal("12.5"), "n": 1234567, "s": "x"}))
+    assert html == "$12.50 1,234,567 x"

@@ -32,11 +32,11 @@ def start_run_gateway(data_dir, port, mock_port):
 def read_banner(process, timeout=90) -> dict[str, str]:
     banner = {}
     deadline = time.monotonic() + timeout
-    while len(banner) < 5 and time.monotonic() < deadline:
+    while len(banner) < 6 and time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
             break
-        match = re.match(r"^(WebSocket URL|Admin URL|Demo API key|Demo models|Demo routes):\s+(.*)$", line.strip())
+        match = re.match(r"^(WebSocket URL|Admin URL|Demo API key|Demo models|Demo routes|Dashboard):\s+(.*)$", line.strip())
         if match:
             banner[match.group(1)] = match.group(2)
     return banner
@@ -58,6 +58,23 @@ def admin_logs_in(admin_url: str, username: str, password: str) -> bool:
     page = opener.open(urllib.request.Request(login_url, data=data, headers={"Referer": login_url}), timeout=10)
     body = page.read().decode()
     return urllib.parse.urlparse(page.geturl()).path == "/admin/" and 'id="logout-form"' in body
+
+
+def dashboard_overview(dashboard_url: str, username: str, password: str) -> str:
+    """Sign in to the dashboard with the printed login; the page it lands on."""
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    login_url = dashboard_url + "accounts/login/"
+    form = opener.open(login_url, timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+    data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": username, "password": password,
+                                   "next": ""}).encode()
+    page = opener.open(urllib.request.Request(login_url, data=data, headers={"Referer": login_url}), timeout=10)
+    assert urllib.parse.urlparse(page.geturl()).path == "/orgs/demo/", page.geturl()
+    return page.read().decode()
 
 
 def stop(process):
@@ -88,6 +105,11 @@ def test_run_gateway_prints_how_to_connect_and_serves_the_demo(tmp_path):
         assert banner["Demo routes"] == "best_available_general"
         admin_url, login = re.match(r"^(\S+)\s+\(login: (\S+) / (\S+)\)$", banner["Admin URL"]).group(1, 3)
         assert admin_logs_in(admin_url, "admin", login) and not admin_logs_in(admin_url, "admin", login + "x")
+        dashboard_url, owner, owner_password = re.match(r"^(\S+)\s+\(login: (\S+) / (\S+)\)$",
+                                                        banner["Dashboard"]).group(1, 2, 3)
+        assert dashboard_url == f"http://127.0.0.1:{port}/" and owner == "demo-owner"
+        overview = dashboard_overview(dashboard_url, owner, owner_password)
+        assert "Top models this month" in overview and "gpt-4-turbo" in overview and "Monthly spend" in overview
         first_key = banner["Demo API key"]
         frames = asyncio.run(stream_once(banner["WebSocket URL"], first_key))
         assert frames[-1]["type"] == "llm_response_end" and len(text_of(frames)) > 0
@@ -104,6 +126,7 @@ def test_run_gateway_prints_how_to_connect_and_serves_the_demo(tmp_path):
     try:
         again = read_banner(process)
         assert again["WebSocket URL"] == banner["WebSocket URL"] and again["Admin URL"] == banner["Admin URL"]
+        assert again["Dashboard"] == banner["Dashboard"]
         assert again["Demo API key"] != first_key
         frames = asyncio.run(stream_once(again["WebSocket URL"], again["Demo API key"]))
         assert frames[-1]["type"] == "llm_response_end"

@@ -229,3 +229,36 @@ def test_the_admin_renders_and_works_under_the_policy(client):
 def test_the_health_endpoint_answers_as_before_under_the_policy(client):
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+# --- dashboard sessions and pages -----------------------------------------------------------
+
+def test_production_sends_cookies_over_https_only_with_hsts(tmp_path):
+    script = ("from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+              "s.SESSION_COOKIE_HTTPONLY, s.SECURE_HSTS_SECONDS)")
+    assert run_django(deploy_env(tmp_path), script).stdout.split() == ["True", "True", "True", "31536000"]
+    development = run_django({"OPENCLAW_DATA_DIR": str(tmp_path / "dev")}, script)
+    assert development.stdout.split() == ["False", "False", "True", "0"]  # plain http://127.0.0.1 must work
+
+
+def _directives(policy: str) -> dict[str, list[str]]:
+    return {part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()}
+
+
+@pytest.mark.django_db
+def test_dashboard_pages_may_connect_only_to_their_own_origin(client):
+    from tests.support.personas import make_personas
+
+    personas = make_personas()
+    for url in ("/accounts/login/", f"/orgs/{personas.org.slug}/"):
+        page = personas.client_for(client, "member").get(url) if url != "/accounts/login/" else client.get(url)
+        assert page.status_code == 200, url
+        policy = _directives(page["Content-Security-Policy"])
+        # 'self' covers ws:// and wss:// to the same host (the playground's socket).
+        assert policy["connect-src"] == ["'self'"]
+        for directive in ("default-src", "script-src", "style-src", "font-src", "form-action"):
+            assert policy[directive] == ["'self'"], directive
+        assert policy["img-src"] == ["'self'", "data:"] and policy["frame-ancestors"] == ["'none'"]
+        assert not re.search(r"https?://", page["Content-Security-Policy"])
+        html = page.content.decode()
+        assert executable_inline_scripts(html) == [] and not re.search(r"\sstyle=\"", html), url

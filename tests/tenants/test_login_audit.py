@@ -1,4 +1,4 @@
-"""Admin login (tenants/login_audit.py): locked out after repeated failures (django-axes),
+"""Admin login (tenants/login_audit.py; the dashboard's in tests/tenants/test_accounts.py): locked out after repeated failures (django-axes),
 every login audited, failures as bursts."""
 from datetime import timedelta
 
@@ -33,9 +33,9 @@ def logged_in(response) -> bool:
 
 def test_the_right_password_logs_in_and_is_audited(client, operator):
     assert logged_in(log_in(client, PASSWORD))
-    event = AuditEvent.objects.get(action="admin.login")
+    event = AuditEvent.objects.get(action="login")
     assert (event.chain, event.actor, event.actor_type, event.data) == (
-        "platform", "operator", "user", {"address": "198.51.100.7"})
+        "platform", "operator", "user", {"address": "198.51.100.7", "source": "admin"})
     assert client.get("/admin/").status_code == 200
 
 
@@ -48,7 +48,7 @@ def test_fifty_wrong_passwords_lock_the_username_out_at_that_address(client, ope
     # Now even the right password is refused, with the same clear answer.
     refused = log_in(client, PASSWORD)
     assert refused.status_code == 429 and "Too many failed logins" in refused.content.decode()
-    assert not AuditEvent.objects.filter(action="admin.login").exists()
+    assert not AuditEvent.objects.filter(action="login").exists()
     # The same username from another address, and another username here, are not locked out.
     assert logged_in(log_in(client, PASSWORD, address="198.51.100.8"))
 
@@ -67,12 +67,12 @@ def test_failures_and_lockouts_are_audited_as_bursts_not_a_row_each(client, oper
     log_in(client, PASSWORD)
     for n in range(30):  # a password spray: other usernames, from the same address
         log_in(client, "guess", username=f"user{n}")
-    rows = list(AuditEvent.objects.filter(chain="platform", action__startswith="admin.").order_by("seq"))
-    assert [(e.action, e.actor) for e in rows] == [("admin.login_failed", "operator"),
-                                                   ("admin.login_locked_out", "operator")]
+    rows = list(AuditEvent.objects.filter(chain="platform", action__startswith="login").order_by("seq"))
+    assert [(e.action, e.actor) for e in rows] == [("login_failed", "operator"),
+                                                   ("login_locked_out", "operator")]
     assert failure_audit.write_all() == 2
     summaries = {e.action: e for e in AuditEvent.objects.filter(action__endswith=".summary")}
-    failed, locked = summaries["admin.login_failed.summary"], summaries["admin.login_locked_out.summary"]
+    failed, locked = summaries["login_failed.summary"], summaries["login_locked_out.summary"]
     assert failed.data["failures"] + 1 == 4 + 30  # 4 wrong passwords before the lockout, then the spray
     assert locked.data["failures"] + 1 == 50 - 4 + 1  # every attempt while locked out, the right password too
     assert failed.data["addresses"] == ["198.51.100.7"] and "operator" not in failed.actor

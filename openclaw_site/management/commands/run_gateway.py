@@ -1,7 +1,8 @@
 """Run the whole embedded stack: mock LLM, Celery worker (with beat) and the gateway.
 
 `make run` calls this after installing and migrating. It prepares the demo
-tenant, starts the three processes, prints how to connect, and stops them all
+tenant (with a week of sample traffic the first time), starts the three
+processes, prints how to connect, and stops them all
 on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Command(BaseCommand):
             if wanted and not _port_free(host, number):
                 raise CommandError(f"port {number} for the {name} is in use; choose another with "
                                    f"{'--port/OPENCLAW_PORT' if name == 'gateway' else '--mock-port/OPENCLAW_MOCKLLM_PORT'}")
-        demo = demo_setup(mock_api_base=f"http://127.0.0.1:{mock_port}/v1")
+        demo = demo_setup(mock_api_base=f"http://127.0.0.1:{mock_port}/v1", sample_traffic=True)
         children: list[tuple[str, subprocess.Popen]] = []
 
         def start(name: str, command: list[str]) -> subprocess.Popen:
@@ -92,6 +93,7 @@ class Command(BaseCommand):
                 f"Demo API key:  {demo.api_key}",
                 f"Demo models:   {', '.join(demo.models)}",
                 f"Demo routes:   {', '.join(demo.routes)}",
+                f"Dashboard:     http://{shown}:{port}/  (login: {demo.dashboard_username} / {demo.dashboard_password})",
             ]
             self.stdout.write("\n".join(lines))
             self.stdout.flush()
