@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.support.dashboard import dashboard_stack as add_dashboard_data
+from tests.support.dashboard import prepare_dashboard
 from tests.support.stack import Stack
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -31,7 +31,7 @@ def dashboard_stack(mockllm, tmp_path_factory):
         stack.prepare()
         stack.start_gateway()
         stack.start_worker()
-        yield add_dashboard_data(stack)
+        yield prepare_dashboard(stack)
     finally:
         stack.stop()
 

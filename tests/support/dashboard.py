@@ -1,6 +1,6 @@
 """A gateway stack for the dashboard's browser tests: people who can sign in, and traffic.
 
-`dashboard_stack(stack)` takes a prepared `Stack` (the demo org, its models and key) and
+`prepare_dashboard(stack)` takes a prepared `Stack` (the demo org, its models and key) and
 adds, through the management commands an operator would use, an owner and an auditor
 with known passwords and a second API key, then sends real requests over the gateway's
 WebSocket so the request log has rows of more than one key, model and status.
@@ -65,7 +65,7 @@ async def _traffic(url: str, demo_key: str, batch_key: str) -> int:
     return len(plan)
 
 
-def dashboard_stack(stack: Stack) -> DashboardStack:
+def prepare_dashboard(stack: Stack) -> DashboardStack:
     """Users, a second key and traffic on a prepared stack whose gateway is running."""
     for (username, password), role in ((OWNER, "owner"), (AUDITOR, "auditor")):
         stack.manage("create_user", username, "--org", ORG, "--role", role, "--password", password,
