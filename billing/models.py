@@ -74,6 +74,14 @@ class UsageRecord(models.Model):
             models.Index(fields=["org", "started_at"], name="usage_org_started_idx"),
             # Daily rollup scans one day across orgs.
             models.Index(fields=["started_at"], name="usage_started_idx"),
+            # The request log (billing/request_log.py): an org's records newest first,
+            # keyset-paginated on (started_at, request_id); one index per filter it offers.
+            models.Index(fields=["org", "-started_at", "-request_id"], name="usage_log_org_idx"),
+            models.Index(fields=["org", "api_key", "-started_at"], name="usage_log_key_idx"),
+            models.Index(fields=["org", "requested_model", "-started_at"], name="usage_log_model_idx"),
+            models.Index(fields=["org", "deployment_name", "-started_at"], name="usage_log_deployment_idx"),
+            models.Index(fields=["org", "end_user", "-started_at"], name="usage_log_end_user_idx"),
+            models.Index(fields=["org", "status", "-started_at"], name="usage_log_status_idx"),
         ]
 
     def __str__(self) -> str:

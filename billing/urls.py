@@ -1,10 +1,12 @@
 """Dashboard pages of the billing app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
 from django.urls import path
 
-from billing.views import overview, placeholders
+from billing.views import overview, placeholders, requests
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
-    path("requests/", placeholders.requests, name="requests"),
+    path("requests/", requests.request_log, name="requests"),
+    path("requests/export.csv", requests.request_log_csv, name="requests_csv"),
+    path("requests/<uuid:request_id>/", requests.request_detail, name="request_detail"),
     path("budgets/", placeholders.budgets, name="budgets"),
 ]

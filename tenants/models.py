@@ -182,6 +182,10 @@ class AuditEvent(models.Model):
         indexes = [
             # The auditor's view: an org's events, newest first.
             models.Index(fields=["org", "-created_at"], name="audit_org_created_idx"),
+            # The audit log's filters (tenants/audit_log.py), within the org's chain, newest
+            # first: events about one target (an API key's history) and one actor's events.
+            models.Index(fields=["chain", "target_type", "target_id", "-seq"], name="audit_chain_target_idx"),
+            models.Index(fields=["chain", "actor", "-seq"], name="audit_chain_actor_idx"),
         ]
 
     def __str__(self) -> str:
@@ -194,3 +198,43 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("audit events are append-only")
+
+
+class AuditVerification(models.Model):
+    """One check of an org's audit chain, run in the background (tenants/audit.py
+    `audit_chain_verify`), with its progress saved after every batch."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        OK = "ok", "Intact"
+        BROKEN = "broken", "Broken"
+        FAILED = "failed", "Could not finish"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="audit_verifications")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    # Progress: events checked so far (the chain is intact up to seq == checked), of
+    # `total` events in the chain when the check started.
+    checked = models.PositiveBigIntegerField(default=0)
+    total = models.PositiveBigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, blank=True, editable=False,
+                                 help_text="hash of the last event checked: where the next batch resumes")
+    first_broken_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The verification page: an org's latest checks.
+            models.Index(fields=["org", "-started_at"], name="audit_verify_org_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org} audit chain check {self.status} ({self.checked}/{self.total})"
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == self.Status.RUNNING

@@ -1,7 +1,7 @@
 """Dashboard pages of the tenants app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
 from django.urls import path
 
-from tenants.views import keys, members, placeholders
+from tenants.views import audit, keys, members
 
 urlpatterns = [
     path("keys/", keys.key_list, name="keys"),
@@ -13,5 +13,8 @@ urlpatterns = [
     path("members/invite/", members.member_invite, name="member_invite"),
     path("members/<uuid:member>/", members.member_detail, name="member_detail"),
     path("members/<uuid:member>/remove/", members.member_remove, name="member_remove"),
-    path("audit/", placeholders.audit_log, name="audit_log"),
+    path("audit/", audit.audit_log, name="audit_log"),
+    path("audit/export.csv", audit.audit_log_csv, name="audit_csv"),
+    path("audit/verify/", audit.audit_verify, name="audit_verify"),
+    path("audit/<uuid:event>/", audit.audit_event, name="audit_event"),
 ]

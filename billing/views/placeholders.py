@@ -7,10 +7,5 @@ from tenants.access import OVERSEERS, org_view
 
 
 @org_view(get=OVERSEERS)
-def requests(request):
-    return render(request, "placeholder.html", {"heading": "Request log", "section": "requests"})
-
-
-@org_view(get=OVERSEERS)
 def budgets(request):
     return render(request, "placeholder.html", {"heading": "Budgets", "section": "budgets"})

@@ -1,0 +1,87 @@
+"""The request log: list, detail and CSV export (templates/billing/requests*.html)."""
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+
+from billing.request_log import (
+    COLUMNS, CSV_HEADER, RequestFilters, cost_of_side, explain_route, parse_cursor, request_log_export_page,
+    plain_decimal, request_log_page, request_row, status_pill, usage_record_for_org,
+)
+from infra.csv_export import stream_csv
+from tenants.access import OVERSEERS, org_view
+from tenants.audit import record_event
+from tenants.models import AuditEvent
+
+
+def _read_filters(request):
+    """(form, cleaned filters or None when invalid, cursor)."""
+    form = RequestFilters(request.GET or None, org=request.org)
+    if request.GET and not form.is_valid():
+        return form, None, None
+    try:
+        cursor = parse_cursor(request.GET.get("after"))
+    except ValueError:
+        form.add_error(None, "The page link is not valid; start again from the first page.")
+        return form, None, None
+    return form, (form.cleaned_data if request.GET else {}), cursor
+
+
+def filter_query(request) -> str:
+    """The current filters as a query string, without the page cursor."""
+    query = request.GET.copy()
+    query.pop("after", None)
+    return query.urlencode()
+
+
+@org_view(get=OVERSEERS)
+def request_log(request):
+    form, filters, cursor = _read_filters(request)
+    page, rows = None, []
+    if filters is not None:
+        page = request_log_page(org=request.org, filters=filters, cursor=cursor)
+        rows = [(record, request_row(record), status_pill(record.status)) for record in page.records]
+    return render(request, "billing/requests.html", {
+        "section": "requests", "form": form, "page": page, "rows": rows, "columns": COLUMNS,
+        "filter_query": filter_query(request), "first_page": cursor is None,
+    }, status=200 if filters is not None else 400)
+
+
+@org_view(get=OVERSEERS)
+def request_detail(request, request_id):
+    record = usage_record_for_org(org=request.org, request_id=request_id)
+    if record is None:
+        raise Http404("No such request")
+    return render(request, "billing/request_detail.html", {
+        "section": "requests", "record": record, "row": request_row(record), "pill": status_pill(record.status), "route": explain_route(record.route),
+        "input_cost": cost_of_side(record.prompt_tokens, record.input_price_per_mtok),
+        "output_cost": cost_of_side(record.completion_tokens, record.output_price_per_mtok),
+        "input_price": plain_decimal(record.input_price_per_mtok),
+        "output_price": plain_decimal(record.output_price_per_mtok),
+    })
+
+
+def _audit_export(request, filters: dict) -> None:
+    record_event(org=request.org, actor_type=AuditEvent.ActorType.USER, actor=request.user.get_username(),
+                 action="export.requests", target_type="request_log",
+                 data={"filters": {k: str(filters[k]) for k in RequestFilters.base_fields if filters.get(k)}})
+
+
+@org_view(get=OVERSEERS)
+async def request_log_csv(request):
+    """The filtered log as CSV, streamed a chunk at a time (infra/csv_export.py says why)."""
+    form, filters, _cursor = await sync_to_async(_read_filters)(request)
+    if filters is None:
+        errors = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in form.errors.items())
+        return HttpResponse(f"Invalid filters: {errors}\n", status=400, content_type="text/plain; charset=utf-8")
+    await sync_to_async(_audit_export)(request, filters)
+    org = request.org
+
+    def fetch_page(cursor):
+        return request_log_export_page(org=org, filters=filters, cursor=cursor)
+
+    response = StreamingHttpResponse(stream_csv(CSV_HEADER, fetch_page), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{org.slug}-requests.csv"'
+    response["Cache-Control"] = "no-store"
+    return response
