@@ -412,7 +412,7 @@ class RedisLedger:
 
         self._redis = shared_redis_client(url)
         # Keys are namespaced by the database they cache (tests and staging may share a Redis).
-        self.prefix = f"openclaw:budget:{connection.settings_dict['NAME']}"
+        self.prefix = redis_prefix()
         self._epoch = f"{self.prefix}:epoch"
         self._leases = f"{self.prefix}:leases"
         self._reserve = self._redis.register_script(_RESERVE)
@@ -714,3 +714,99 @@ def ledger():
 def reset() -> None:
     """Forget the keeper, its ledger and the leases it held (a fresh process, tests)."""
     _keeper.forget()
+
+
+# --- Reading counters for pages -------------------------------------------------------
+
+def read_counters(refs: list[CounterRef], *, subjects_of: dict[int, list[str]] | None = None
+                  ) -> dict[int, dict[str, CounterState]]:
+    """The current state of budget counters, read from whichever ledger this process
+    uses (the dashboard's budget pages; synchronous, no locks).
+
+    `refs` names one counter per budget and window (its `subject` is ignored for
+    per-end-user budgets): the answer maps each budget id to {subject: state}. For a
+    per-end-user budget every subject with a counter in the window is returned — on
+    the database ledger, every row; on Redis, whose keys hold a digest of the subject,
+    the subjects named in `subjects_of[budget id]` (end users seen in usage records)
+    plus, under "", the sum of counters not matched to one of them. A counter Redis
+    does not hold (never touched since its data was lost) is its settled spend from
+    the usage records, as the ledger itself would rebuild it."""
+    if settings.REDIS_URL:
+        return _read_redis_counters(refs, subjects_of or {})
+    return _read_database_counters(refs)
+
+
+def _read_database_counters(refs: list[CounterRef]) -> dict[int, dict[str, CounterState]]:
+    found: dict[int, dict[str, CounterState]] = {ref.rule.id: {} for ref in refs}
+    if not refs:
+        return found
+    wanted = Q()
+    for ref in refs:
+        wanted |= Q(budget_id=ref.rule.id, window_start=ref.window_start)
+    for c in BudgetCounter.objects.filter(wanted).only(
+            "budget_id", "subject", "spent_nanos", "spent_tokens", "reserved_nanos", "reserved_tokens"):
+        found[c.budget_id][c.subject] = CounterState(c.spent_nanos, c.spent_tokens, c.reserved_nanos,
+                                                     c.reserved_tokens)
+    for ref in refs:
+        # No counter yet: nothing was reserved in this window since the budget existed,
+        # but spend from before it was created counts (docs/budgets.md).
+        if ref.rule.scope != Budget.Scope.END_USER and "" not in found[ref.rule.id]:
+            found[ref.rule.id][""] = spent_from_usage(ref)
+    return found
+
+
+def redis_prefix() -> str:
+    """The namespace of this database's budget keys in Redis (as RedisLedger uses it)."""
+    return f"openclaw:budget:{connection.settings_dict['NAME']}"
+
+
+def _read_redis_counters(refs: list[CounterRef], subjects_of: dict[int, list[str]]
+                         ) -> dict[int, dict[str, CounterState]]:
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = redis_prefix()
+    found: dict[int, dict[str, CounterState]] = {}
+    try:
+        for ref in refs:
+            states: dict[str, CounterState] = {}
+            if ref.rule.scope == Budget.Scope.END_USER:
+                named = {CounterRef(ref.rule, subject, ref.window_start, ref.window_end).redis_key(prefix): subject
+                         for subject in subjects_of.get(ref.rule.id, []) if subject}
+                pattern = f"{prefix}:c:{ref.rule.id}:{int(ref.window_start.timestamp())}:*"
+                keys = sorted(k.decode() for k in client.scan_iter(match=pattern, count=500))
+                values = _hmget_all(client, keys)
+                rest = CounterState()
+                for key, state in zip(keys, values):
+                    if state is None:
+                        continue
+                    if key in named:
+                        states[named[key]] = state
+                    else:
+                        _add(rest, state)
+                if rest != CounterState():
+                    states[""] = rest
+            else:
+                [state] = _hmget_all(client, [ref.redis_key(prefix)])
+                states[""] = state if state is not None else spent_from_usage(ref)
+            found[ref.rule.id] = states
+    finally:
+        client.close()
+    return found
+
+
+def _hmget_all(client, keys: list[str]) -> list[CounterState | None]:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hmget(key, "sn", "st", "rn", "rt")
+    states = []
+    for values in pipe.execute() if keys else []:
+        states.append(None if values[0] is None else CounterState(*(int(v or 0) for v in values)))
+    return states
+
+
+def _add(total: CounterState, state: CounterState) -> None:
+    total.spent_nanos += state.spent_nanos
+    total.spent_tokens += state.spent_tokens
+    total.reserved_nanos += state.reserved_nanos
+    total.reserved_tokens += state.reserved_tokens

@@ -1,12 +1,14 @@
 """Dashboard pages of the billing app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
 from django.urls import path
 
-from billing.views import overview, placeholders, requests
+from billing.views import budgets, overview, requests
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("requests/", requests.request_log, name="requests"),
     path("requests/export.csv", requests.request_log_csv, name="requests_csv"),
     path("requests/<uuid:request_id>/", requests.request_detail, name="request_detail"),
-    path("budgets/", placeholders.budgets, name="budgets"),
+    path("budgets/", budgets.budgets, name="budgets"),
+    path("budgets/new/", budgets.budget_new, name="budget_new"),
+    path("budgets/<uuid:budget>/", budgets.budget_detail, name="budget"),
 ]

@@ -5,4 +5,5 @@ from gateway import views
 
 urlpatterns = [
     path("playground/", views.playground, name="playground"),
+    path("playground/key/", views.playground_key, name="playground_key"),
 ]

@@ -201,7 +201,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.rollup_usage_day",
         "schedule": env_int("OPENCLAW_ROLLUP_INTERVAL_SECONDS", 300, minimum=10),
     },
+    "purge-playground-keys": {
+        "task": "tenants.tasks.purge_playground_keys",
+        "schedule": 3600,
+    },
 }
+# The dashboard playground's short-lived keys (tenants/playground_keys.py).
+PLAYGROUND_KEY_SECONDS = env_int("OPENCLAW_PLAYGROUND_KEY_SECONDS", 600, minimum=60)
 
 # --- Gateway ------------------------------------------------------------------
 GATEWAY = {

@@ -88,7 +88,7 @@ class ApiKey(models.Model):
     class Kind(models.TextChoices):
         APPLICATION = "application", "Application"
         # Short-lived, one per user and org, made for the dashboard's playground: hidden
-        # from the key list, purged after it expires (gateway/playground.py).
+        # from the key list, purged after it expires (tenants/playground_keys.py).
         PLAYGROUND = "playground", "Playground"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)

@@ -34,6 +34,25 @@ def test_every_write_to_a_cached_table_bumps_the_version_and_last_used_stamps_do
     assert version() > start
 
 
+def test_budget_and_key_writes_still_bump_the_version_after_the_dashboard_migrations(org, issued_key):
+    """SQLite drops a table's triggers when a migration rebuilds it (billing 0005,
+    tenants 0004): gateway 0010 puts them back."""
+    from decimal import Decimal
+
+    from billing.models import Budget
+    from tenants.models import ApiKey
+
+    start = version()
+    budget = Budget.objects.create(org=org, name="b", limit_usd=Decimal("1"))
+    assert version() > start
+    start = version()
+    Budget.objects.filter(pk=budget.pk).update(limit_usd=Decimal("2"))
+    assert version() > start
+    start = version()
+    ApiKey.objects.filter(pk=issued_key.api_key.pk).update(kind=ApiKey.Kind.PLAYGROUND)
+    assert version() > start
+
+
 async def test_an_entry_outlives_a_second_while_nothing_changes_and_reloads_after_a_change(org):
     fresh = fr.freshness()
     fresh.start()
