@@ -59,23 +59,43 @@ def extend_seconds() -> float:
 
 # --- Shared by both ledgers ------------------------------------------------------------
 
+def _usage_of(ref: CounterRef) -> Q:
+    """The usage records that count against a counter."""
+    rule = ref.rule
+    wanted = Q(org_id=rule.org_id, started_at__gte=ref.window_start)
+    if ref.window_end is not None:
+        wanted &= Q(started_at__lt=ref.window_end)
+    if rule.scope == Budget.Scope.KEY:
+        wanted &= Q(api_key_id=rule.api_key_id)
+    elif rule.scope == Budget.Scope.END_USER:
+        wanted &= Q(end_user=ref.subject)
+    if rule.route_id is not None:
+        wanted &= Q(via_route_id=rule.route_id)
+    if rule.deployment_id is not None:
+        wanted &= Q(deployment_id=rule.deployment_id)
+    return wanted
+
+
 def spent_from_usage(ref: CounterRef) -> CounterState:
     """A counter's settled spend, summed from usage records (the database's truth)."""
-    rule = ref.rule
-    records = UsageRecord.objects.filter(org_id=rule.org_id, started_at__gte=ref.window_start)
-    if ref.window_end is not None:
-        records = records.filter(started_at__lt=ref.window_end)
-    if rule.scope == Budget.Scope.KEY:
-        records = records.filter(api_key_id=rule.api_key_id)
-    elif rule.scope == Budget.Scope.END_USER:
-        records = records.filter(end_user=ref.subject)
-    if rule.route_id is not None:
-        records = records.filter(via_route_id=rule.route_id)
-    if rule.deployment_id is not None:
-        records = records.filter(deployment_id=rule.deployment_id)
-    totals = records.aggregate(cost=Sum("cost_usd"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
-    return CounterState(spent_nanos=usd_to_nanos(totals["cost"] or Decimal(0)),
-                        spent_tokens=(totals["prompt"] or 0) + (totals["completion"] or 0))
+    return spent_from_usage_many([ref])[0]
+
+
+def spent_from_usage_many(refs: list[CounterRef]) -> list[CounterState]:
+    """`spent_from_usage` of each counter, in one query (the dashboard's budget list)."""
+    if not refs:
+        return []
+    sums = {}
+    for i, ref in enumerate(refs):
+        only = _usage_of(ref)
+        sums |= {f"c{i}": Sum("cost_usd", filter=only), f"p{i}": Sum("prompt_tokens", filter=only),
+                 f"o{i}": Sum("completion_tokens", filter=only)}
+    scope = Q()
+    for ref in refs:
+        scope |= _usage_of(ref)
+    totals = UsageRecord.objects.filter(scope).aggregate(**sums)
+    return [CounterState(spent_nanos=usd_to_nanos(totals[f"c{i}"] or Decimal(0)),
+                         spent_tokens=(totals[f"p{i}"] or 0) + (totals[f"o{i}"] or 0)) for i in range(len(refs))]
 
 
 def lost_request_draft(request_id: uuid.UUID, org_id: int, usage: dict[str, Any], completion_tokens: int) -> UsageDraft:
@@ -747,11 +767,11 @@ def _read_database_counters(refs: list[CounterRef]) -> dict[int, dict[str, Count
             "budget_id", "subject", "spent_nanos", "spent_tokens", "reserved_nanos", "reserved_tokens"):
         found[c.budget_id][c.subject] = CounterState(c.spent_nanos, c.spent_tokens, c.reserved_nanos,
                                                      c.reserved_tokens)
-    for ref in refs:
-        # No counter yet: nothing was reserved in this window since the budget existed,
-        # but spend from before it was created counts (docs/budgets.md).
-        if ref.rule.scope != Budget.Scope.END_USER and "" not in found[ref.rule.id]:
-            found[ref.rule.id][""] = spent_from_usage(ref)
+    # No counter yet: nothing was reserved in this window since the budget existed, but
+    # spend from before it was created counts (docs/budgets.md). One query for them all.
+    missing = [ref for ref in refs if ref.rule.scope != Budget.Scope.END_USER and "" not in found[ref.rule.id]]
+    for ref, state in zip(missing, spent_from_usage_many(missing)):
+        found[ref.rule.id][""] = state
     return found
 
 
@@ -767,6 +787,7 @@ def _read_redis_counters(refs: list[CounterRef], subjects_of: dict[int, list[str
     client = redis.Redis.from_url(settings.REDIS_URL)
     prefix = redis_prefix()
     found: dict[int, dict[str, CounterState]] = {}
+    missing: list[CounterRef] = []
     try:
         for ref in refs:
             states: dict[str, CounterState] = {}
@@ -788,10 +809,15 @@ def _read_redis_counters(refs: list[CounterRef], subjects_of: dict[int, list[str
                     states[""] = rest
             else:
                 [state] = _hmget_all(client, [ref.redis_key(prefix)])
-                states[""] = state if state is not None else spent_from_usage(ref)
+                if state is None:
+                    missing.append(ref)
+                else:
+                    states[""] = state
             found[ref.rule.id] = states
     finally:
         client.close()
+    for ref, state in zip(missing, spent_from_usage_many(missing)):  # not in Redis: its settled spend
+        found[ref.rule.id][""] = state
     return found
 
 

@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.utils import timezone as django_timezone
 
 from billing import selectors
+from billing.budget_status import budget_statuses
 from tenants.access import EVERYONE, org_view
 
 
@@ -43,6 +44,6 @@ def overview(request):
         "month": month.figures,
         "month_start": month.start,
         "top_models": selectors.top_models(org=org, start=month.start, end=month.end, limit=5),
-        "budgets": selectors.org_budgets(org=org),
+        "budget_statuses": budget_statuses(org, budgets=selectors.org_budgets(org=org)),
     }
     return render(request, "billing/overview.html", context)

@@ -121,4 +121,4 @@ def test_the_demo_overview_shows_the_sample_traffic(client):
     page = client.get(f"/orgs/{DEMO_ORG}/")
     assert page.status_code == 200 and page.context["today"].requests >= 6
     html = page.content.decode()
-    assert "gpt-4-turbo" in html and "Monthly spend" in html and "$25.00" in html
+    assert "gpt-4-turbo" in html and "Monthly spend" in html and "$25" in html

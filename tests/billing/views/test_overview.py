@@ -46,7 +46,7 @@ def test_a_member_sees_no_links_to_admin_or_overseer_pages(client, personas):
     Budget.objects.create(org=personas.org, name="monthly cap", window="month", limit_usd=Decimal("50"))
     html = personas.client_for(client, "member").get(url(personas)).content.decode()
     assert "/admin/" not in html and "/budgets/" not in html and "/keys/" not in html
-    assert "monthly cap" in html and "$50.00" in html
+    assert "monthly cap" in html and "$50" in html
 
 
 def test_an_owner_is_offered_the_budgets_page(client, personas):
@@ -81,7 +81,7 @@ def test_the_number_of_queries_does_not_grow_with_usage_or_budgets(client, perso
         Budget.objects.create(org=personas.org, name=f"budget {n}", window="day", limit_usd=Decimal("5"),
                               scope="key", api_key=api_key_create(org=personas.org, name=f"b{n}").api_key)
     client = personas.client_for(client, "owner")
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(11):  # budget status: counters + the spend of those without one
         page = client.get(url(personas))
     assert page.status_code == 200 and page.context["month"].requests == 600
     assert len(page.context["top_models"]) == 5
