@@ -116,7 +116,6 @@ def send_in_playground(page, dash, key: str, *, max_tokens: int = 60) -> None:
 def test_an_owner_creates_a_key_streams_with_it_in_the_playground_and_revokes_it(dashboard_stack, page):
     dash = dashboard_stack
     sign_in(page, dash, *dash.owner, shot=True)
-    screenshot(page, "overview")
 
     page.goto(dash.url("keys/new/"))
     page.fill("#id_name", "browser key")
@@ -202,7 +201,7 @@ def test_an_auditor_filters_the_logs_and_exports_exactly_the_rows_shown(dashboar
 
 
 @pytest.mark.skipif(not SCREENSHOTS, reason="screenshots only (OPENCLAW_SCREENSHOTS=1)")
-def test_screenshots_of_the_budgets_and_verification_pages(dashboard_stack, page):
+def test_screenshots_of_the_budgets_overview_and_verification_pages(dashboard_stack, page):
     dash = dashboard_stack
     sign_in(page, dash, *dash.owner)
     page.goto(dash.url("budgets/new/"))
@@ -214,6 +213,8 @@ def test_screenshots_of_the_budgets_and_verification_pages(dashboard_stack, page
     page.goto(dash.url("budgets/"))
     assert "Monthly spend" in page.inner_text("main")
     screenshot(page, "budgets")
+    page.goto(dash.url(""))
+    screenshot(page, "overview")
     page.goto(dash.url("audit/verify/"))
     submit(page, "form#start-verification")
     deadline = time.monotonic() + TIMEOUT_MS / 1000
