@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/openclaw
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/7
 
-.PHONY: run test imports test-embedded test-services bench lock clean
+.PHONY: run test imports test-embedded test-services bench bench-dashboard lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is required"'
@@ -41,6 +41,11 @@ test-services: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# The dashboard's log pages on 1,000,000 audit events and usage records (docs/benchmarks.md).
+# PostgreSQL only: it creates and drops its own database on DATABASE_URL's server.
+bench-dashboard: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m bench.dashboard
 
 # Recompile the pinned, hashed requirement files after editing the .in files.
 lock: $(STAMP)

@@ -4,9 +4,7 @@ Only the two constants the article tells users to replace (URL and token) are
 substituted. The page then calls the article's own `sendPrompt` with its
 default model and waits for streamed text in #llmOutput.
 """
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,6 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 CLIENT = Path(__file__).with_name("article_client.js").read_text()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def page_html(url: str, token: str) -> str:
@@ -22,24 +19,6 @@ def page_html(url: str, token: str) -> str:
     script = script.replace("your_secure_api_token", token)
     assert script.count(url) == 1 and script.count(token) == 1
     return f'<!doctype html><html><body><div id="llmOutput"></div><script>{script}</script></body></html>'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed (.ci/run installs Debian's chromium package)")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )
-        yield browser
-        browser.close()
 
 
 def test_the_article_client_streams_text_with_its_default_model(stack, browser):

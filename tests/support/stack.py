@@ -43,7 +43,9 @@ def wait_for_port(port: int, process: subprocess.Popen, name: str, timeout: floa
 
 
 class Stack:
-    """Database + demo tenant + gateway process (+ optional Celery worker)."""
+    """Database + demo tenant + gateway process (+ optional Celery worker).
+
+    `stop()` ends every process it started and drops the PostgreSQL database it created."""
 
     def __init__(self, data_dir: Path, *, mock_api_base: str, name: str = "e2e"):
         self.data_dir = data_dir
@@ -128,6 +130,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+        if self.pg_url is not None:
+            drop_pg_database(self.pg_url)
 
     def url(self, port: int | None = None) -> str:
         return f"ws://127.0.0.1:{port or self.port}/websocket"
@@ -167,3 +171,14 @@ def recreate_pg_database(base_url: str, name: str) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     return urlunparse(parsed._replace(path=f"/{name}"))
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop the database `url` names (a stack's own), closing any connection left to it."""
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin_url = urlunparse(parsed._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
