@@ -12,27 +12,15 @@ from billing.request_log import (
 from infra.csv_export import stream_csv
 from tenants.access import OVERSEERS, org_view
 from tenants.audit import record_event
+from tenants.log_filters import query_without_cursor, read_log_filters
 from tenants.models import AuditEvent
 
 
 def _read_filters(request):
     """(form, cleaned filters or None when invalid, cursor)."""
     form = RequestFilters(request.GET or None, org=request.org)
-    if request.GET and not form.is_valid():
-        return form, None, None
-    try:
-        cursor = parse_cursor(request.GET.get("after"))
-    except ValueError:
-        form.add_error(None, "The page link is not valid; start again from the first page.")
-        return form, None, None
-    return form, (form.cleaned_data if request.GET else {}), cursor
-
-
-def filter_query(request) -> str:
-    """The current filters as a query string, without the page cursor."""
-    query = request.GET.copy()
-    query.pop("after", None)
-    return query.urlencode()
+    filters, cursor = read_log_filters(request, form, parse_cursor)
+    return form, filters, cursor
 
 
 @org_view(get=OVERSEERS)
@@ -44,7 +32,7 @@ def request_log(request):
         rows = [(record, request_row(record), status_pill(record.status)) for record in page.records]
     return render(request, "billing/requests.html", {
         "section": "requests", "form": form, "page": page, "rows": rows, "columns": COLUMNS,
-        "filter_query": filter_query(request), "first_page": cursor is None,
+        "filter_query": query_without_cursor(request), "first_page": cursor is None,
     }, status=200 if filters is not None else 400)
 
 

@@ -16,6 +16,7 @@ from tenants.audit_log import (
     COLUMNS, CSV_HEADER, AuditFilters, audit_event_for_org, audit_event_neighbours, audit_log_export_page,
     audit_log_page, audit_row, org_chain, parse_cursor,
 )
+from tenants.log_filters import query_without_cursor, read_log_filters
 from tenants.models import AuditEvent, AuditVerification
 
 RECENT_VERIFICATIONS = 10
@@ -24,20 +25,8 @@ RECENT_VERIFICATIONS = 10
 def _read_filters(request):
     """(form, cleaned filters or None when invalid, cursor)."""
     form = AuditFilters(request.GET or None)
-    if request.GET and not form.is_valid():
-        return form, None, None
-    try:
-        cursor = parse_cursor(request.GET.get("after"))
-    except ValueError:
-        form.add_error(None, "The page link is not valid; start again from the first page.")
-        return form, None, None
-    return form, (form.cleaned_data if request.GET else {}), cursor
-
-
-def _filter_query(request) -> str:
-    query = request.GET.copy()
-    query.pop("after", None)
-    return query.urlencode()
+    filters, cursor = read_log_filters(request, form, parse_cursor)
+    return form, filters, cursor
 
 
 @org_view(get=OVERSEERS)
@@ -49,7 +38,7 @@ def audit_log(request):
         rows = [(event, audit_row(event)) for event in page.events]
     return render(request, "tenants/audit.html", {
         "section": "audit", "form": form, "page": page, "rows": rows, "columns": COLUMNS,
-        "filter_query": _filter_query(request), "first_page": cursor is None,
+        "filter_query": query_without_cursor(request), "first_page": cursor is None,
     }, status=200 if filters is not None else 400)
 
 
