@@ -6,6 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
+from django.http import HttpResponse, StreamingHttpResponse
+
+from infra.csv_export import stream_csv
 
 
 def read_log_filters(request, form: forms.Form, parse_cursor: Callable[[str | None], Any]):
@@ -28,3 +31,17 @@ def query_without_cursor(request) -> str:
     query = request.GET.copy()
     query.pop("after", None)
     return query.urlencode()
+
+
+def invalid_filters_response(form: forms.Form) -> HttpResponse:
+    """400 for an export asked for with invalid filters, naming each problem."""
+    errors = "; ".join(f"{field}: {' '.join(problems)}" for field, problems in form.errors.items())
+    return HttpResponse(f"Invalid filters: {errors}\n", status=400, content_type="text/plain; charset=utf-8")
+
+
+def csv_download(header, fetch_page, filename: str) -> StreamingHttpResponse:
+    """A log's CSV export, streamed page by page (`infra.csv_export.stream_csv` says why)."""
+    response = StreamingHttpResponse(stream_csv(header, fetch_page), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response

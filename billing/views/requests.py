@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import render
 
 from billing.request_log import (
     COLUMNS, CSV_HEADER, RequestFilters, cost_of_side, explain_route, parse_cursor, request_log_export_page,
     plain_decimal, request_log_page, request_row, status_pill, usage_record_for_org,
 )
-from infra.csv_export import stream_csv
 from tenants.access import OVERSEERS, org_view
 from tenants.audit import record_event
-from tenants.log_filters import query_without_cursor, read_log_filters
+from tenants.log_filters import csv_download, invalid_filters_response, query_without_cursor, read_log_filters
 from tenants.models import AuditEvent
 
 
@@ -61,15 +60,11 @@ async def request_log_csv(request):
     """The filtered log as CSV, streamed a chunk at a time (infra/csv_export.py says why)."""
     form, filters, _cursor = await sync_to_async(_read_filters)(request)
     if filters is None:
-        errors = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in form.errors.items())
-        return HttpResponse(f"Invalid filters: {errors}\n", status=400, content_type="text/plain; charset=utf-8")
+        return invalid_filters_response(form)
     await sync_to_async(_audit_export)(request, filters)
     org = request.org
 
     def fetch_page(cursor):
         return request_log_export_page(org=org, filters=filters, cursor=cursor)
 
-    response = StreamingHttpResponse(stream_csv(CSV_HEADER, fetch_page), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{org.slug}-requests.csv"'
-    response["Cache-Control"] = "no-store"
-    return response
+    return csv_download(CSV_HEADER, fetch_page, f"{org.slug}-requests.csv")

@@ -6,17 +6,16 @@ import json
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import redirect, render
 
-from infra.csv_export import stream_csv
 from tenants.access import OVERSEERS, org_view
 from tenants.audit import audit_verification_start, record_event
 from tenants.audit_log import (
     COLUMNS, CSV_HEADER, AuditFilters, audit_event_for_org, audit_event_neighbours, audit_log_export_page,
     audit_log_page, audit_row, org_chain, parse_cursor,
 )
-from tenants.log_filters import query_without_cursor, read_log_filters
+from tenants.log_filters import csv_download, invalid_filters_response, query_without_cursor, read_log_filters
 from tenants.models import AuditEvent, AuditVerification
 
 RECENT_VERIFICATIONS = 10
@@ -64,8 +63,7 @@ async def audit_log_csv(request):
     """The filtered audit log as CSV, streamed a chunk at a time (infra/csv_export.py says why)."""
     form, filters, _cursor = await sync_to_async(_read_filters)(request)
     if filters is None:
-        errors = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in form.errors.items())
-        return HttpResponse(f"Invalid filters: {errors}\n", status=400, content_type="text/plain; charset=utf-8")
+        return invalid_filters_response(form)
     # The export's own event is written first, so it is in the export.
     await sync_to_async(_audit_export)(request, filters)
     org = request.org
@@ -73,10 +71,7 @@ async def audit_log_csv(request):
     def fetch_page(cursor):
         return audit_log_export_page(org=org, filters=filters, cursor=cursor)
 
-    response = StreamingHttpResponse(stream_csv(CSV_HEADER, fetch_page), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{org.slug}-audit.csv"'
-    response["Cache-Control"] = "no-store"
-    return response
+    return csv_download(CSV_HEADER, fetch_page, f"{org.slug}-audit.csv")
 
 
 @org_view(get=OVERSEERS, post=OVERSEERS)
