@@ -36,8 +36,8 @@ _ADVISORY_LOCK = 0x6F63_726F_6C6C  # "ocroll"
 
 
 class HourUTC(Func):
-    """The UTC hour a timestamp falls in, as a timestamp at :00 (an index-free expression
-    both databases evaluate natively: no Python function per row on SQLite)."""
+    """The UTC hour a timestamp falls in, as a timestamp at :00, in each database's own
+    SQL (Django's TruncHour calls a Python function per row on SQLite)."""
 
     arity = 1
     output_field = DateTimeField()

@@ -203,3 +203,15 @@ def test_an_hour_without_records_is_emptied_by_its_rebuild(issued_key):
     run = usage_rollup_hours(D, D + timedelta(hours=1))
     assert (run.hourly_rows, run.daily_rows) == (0, 0)
     assert not UsageRollup.objects.exists() and not UsageDailyRollup.objects.exists()
+
+
+def test_platform_operators_see_both_rollups_in_the_admin_with_exact_costs(issued_key, client):
+    from django.contrib.auth import get_user_model
+
+    write(issued_key, 10, cost_usd=Decimal("0.1"), started_at=D + timedelta(hours=5))
+    usage_rollup_hours(D, D + timedelta(days=1))
+    client.force_login(get_user_model().objects.create_superuser("operator", "op@example.com", "pw-for-tests"))
+    for url in ("/admin/billing/usagerollup/", "/admin/billing/usagedailyrollup/"):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        assert '<td class="field-cost">1</td>' in page.content.decode(), url
