@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from billing.models import Budget, RateCard, UsageDailyRollup, UsageRecord
+from billing.models import Budget, RateCard, UsageDailyRollup, UsageRecord, UsageRollup
 from catalog.money import format_usd
 from tenants.admin_audit import AuditedAdmin, ReadOnlyAdmin
 
@@ -14,11 +14,30 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     date_hierarchy = "started_at"
 
 
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyAdmin):
+    list_display = ["hour", "org", "api_key", "deployment_name", "requested_model", "end_user", "via_route", "status",
+                    "requests", "prompt_tokens", "completion_tokens", "cost"]
+    list_filter = ["status"]
+    list_select_related = ["org", "api_key", "via_route"]
+    search_fields = ["org__slug", "requested_model", "deployment_name", "end_user"]
+    date_hierarchy = "hour"
+
+    @admin.display(description="cost (USD)", ordering="cost_picos")
+    def cost(self, obj):
+        return format_usd(obj.cost_usd)
+
+
 @admin.register(UsageDailyRollup)
 class UsageDailyRollupAdmin(ReadOnlyAdmin):
     list_display = ["day", "org", "api_key", "deployment_name", "requests", "prompt_tokens", "completion_tokens",
-                    "cost_usd"]
+                    "cost"]
     list_filter = ["day"]
+    list_select_related = ["org", "api_key"]
+
+    @admin.display(description="cost (USD)", ordering="cost_picos")
+    def cost(self, obj):
+        return format_usd(obj.cost_usd)
 
 
 @admin.register(Budget)

@@ -1,4 +1,4 @@
-"""Usage records (one per request), their daily rollups, budgets with their
+"""Usage records (one per request), their hourly and daily rollups, budgets with their
 counters and reservation leases, and org rate cards."""
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from catalog.models import Deployment, Route
-from catalog.money import COST_FIELD, PRICE_PLACES
+from catalog.money import COST_FIELD, COST_PLACES, PRICE_PLACES
 from tenants.models import ApiKey, Organization
 
 _PRICE = dict(max_digits=14, decimal_places=PRICE_PLACES)
@@ -92,8 +93,60 @@ class UsageRecord(models.Model):
         return self.prompt_tokens + self.completion_tokens
 
 
+class UsageRollup(models.Model):
+    """Usage of one UTC hour by every dimension a breakdown asks for (billing/rollups.py).
+
+    One row per org, hour (the `started_at` hour of its records, an aware datetime at
+    :00 UTC), API key, deployment (and its name: records refused before upstream have
+    none), end user, requested model, route and status; errors and cancellations are
+    statuses. Cost is an exact integer of pico-dollars (10^-12 USD, the places of
+    catalog.money.COST_FIELD). Rows are never updated: `usage_rollup_hours` deletes an
+    hour range and inserts it again from the usage records in one transaction, so the
+    nullable deployment and route need no upsert; the unique index (NULLs folded to 0,
+    which no id takes) turns a second writer racing the first into an error rather than
+    a double count."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    hour = models.DateTimeField()
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+")
+    deployment = models.ForeignKey(Deployment, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    deployment_name = models.CharField(max_length=100, blank=True)
+    end_user = models.CharField(max_length=200, blank=True)
+    requested_model = models.CharField(max_length=200)
+    via_route = models.ForeignKey(Route, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=20, choices=UsageRecord.Status.choices)
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_picos = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Leads with the hour: the rebuild deletes an hour range across orgs, and the
+            # daily rollup sums a day of hours.
+            models.UniqueConstraint(
+                "hour", "org", "api_key", Coalesce("deployment", 0), "deployment_name", "end_user",
+                "requested_model", Coalesce("via_route", 0), "status", name="uniq_usage_rollup_scope_hour",
+            ),
+        ]
+        indexes = [
+            # Breakdowns of one org over a period (by model, deployment, key, end user,
+            # route, status; spend over time): WHERE org_id = ? AND hour >= ? AND hour < ?.
+            models.Index(fields=["org", "hour"], name="usage_rollup_org_hour_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.hour:%Y-%m-%d %H:00} {self.requests} requests"
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
+
+
 class UsageDailyRollup(models.Model):
-    """Per org, API key and deployment, one UTC day. Rebuilt idempotently by a Celery task."""
+    """Per org, API key and deployment, one UTC day: the sum of that day's hourly
+    rollups, rebuilt with them in the same transaction (billing/rollups.py)."""
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+")
@@ -102,13 +155,18 @@ class UsageDailyRollup(models.Model):
     requests = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(**COST_FIELD, default=0)
+    # Exact: an integer of 10^-12 USD (a DecimalField is a float on SQLite).
+    cost_picos = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["org", "api_key", "deployment_name", "day"], name="uniq_rollup_scope_day"),
         ]
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
 
 
 class Budget(models.Model):

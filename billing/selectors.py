@@ -1,12 +1,6 @@
 """Reads of usage for the dashboard: every figure the overview shows comes from here.
 
-Costs are summed exactly on both databases. PostgreSQL sums `numeric` exactly, but
-SQLite stores a DecimalField as a REAL and sums floats (a thousand records of
-$0.1 do not add up to $100 there). So each record's cost is turned into an integer
-number of pico-dollars in SQL (a stored cost has at most 12 decimal places, so
-rounding the scaled value recovers it exactly), and integers are summed: exact on
-both. On SQLite an integer sum overflows past 9.2e18 pico-dollars (about $9.2
-million in one period), far beyond what one embedded installation records.
+Costs are summed exactly on both databases, as integer pico-dollars (billing/sums.py).
 """
 from __future__ import annotations
 
@@ -14,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import BigIntegerField, Count, DecimalField, ExpressionWrapper, F, Q, Sum, Value
-from django.db.models.functions import Cast, Coalesce, NullIf, Round
+from django.db.models import BigIntegerField, Count, F, Q, Sum, Value
+from django.db.models.functions import Coalesce, NullIf
 
 from billing.models import Budget, UsageRecord
-from catalog.money import COST_PLACES
+from billing.sums import cost_picos as _cost_picos, usd_from_picos as _usd
 from tenants.models import Organization
 
 Status = UsageRecord.Status
@@ -27,18 +21,6 @@ ERROR_STATUSES = (Status.UPSTREAM_ERROR, Status.UPSTREAM_TIMEOUT, Status.REJECTE
                   Status.GATEWAY_LOST)
 # Requests the client ended.
 CANCELLED_STATUSES = (Status.CANCELLED, Status.CLIENT_GONE)
-
-_PICOS_PER_USD = 10 ** COST_PLACES
-
-
-def _cost_picos():
-    """One record's cost as an integer of 10^-12 dollars, computed in SQL."""
-    scaled = ExpressionWrapper(F("cost_usd") * Value(_PICOS_PER_USD), output_field=DecimalField())
-    return Cast(Round(scaled), BigIntegerField())
-
-
-def _usd(picos) -> Decimal:
-    return Decimal(int(picos or 0)).scaleb(-COST_PLACES)
 
 
 @dataclass(frozen=True)

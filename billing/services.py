@@ -1,16 +1,15 @@
-"""Writes to billing data: usage records and their rollups."""
+"""Writes to billing data: usage records and their rollups (built in billing/rollups.py)."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone as dt_timezone
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Sum
+from django.db import IntegrityError
 from django.utils import timezone
 
-from billing.models import UsageDailyRollup, UsageRecord
+from billing.models import UsageRecord
+from billing.rollups import usage_rollup_hours
 from billing.usage import UsageDraft
-from catalog.money import ZERO
 
 
 def _columns(draft: UsageDraft) -> dict[str, Any]:
@@ -40,24 +39,7 @@ def usage_records_write(drafts: list[UsageDraft]) -> None:
 
 
 def usage_rollup_day(*, day: date) -> int:
-    """Rebuild the daily rollups of one UTC day from usage records. Safe to run twice."""
+    """Rebuild the hourly and daily rollups of one UTC day from usage records (exact,
+    safe to run twice: billing/rollups.py). Returns the number of daily rows."""
     start = datetime(day.year, day.month, day.day, tzinfo=dt_timezone.utc)
-    end = start + timedelta(days=1)
-    rows = (
-        UsageRecord.objects.filter(started_at__gte=start, started_at__lt=end)
-        .values("org_id", "api_key_id", "deployment_name")
-        .annotate(requests=Count("pk"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"),
-                  cost=Sum("cost_usd"))
-    )
-    now = timezone.now()
-    with transaction.atomic():
-        UsageDailyRollup.objects.filter(day=day).delete()
-        UsageDailyRollup.objects.bulk_create(
-            UsageDailyRollup(
-                org_id=row["org_id"], api_key_id=row["api_key_id"], deployment_name=row["deployment_name"],
-                day=day, requests=row["requests"], prompt_tokens=row["prompt"] or 0,
-                completion_tokens=row["completion"] or 0, cost_usd=row["cost"] or ZERO, updated_at=now,
-            )
-            for row in rows
-        )
-    return len(rows)
+    return usage_rollup_hours(start, start + timedelta(days=1)).daily_rows

@@ -11,6 +11,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from billing import notifications
+from billing.rollups import usage_rollup_recent
 from billing.services import usage_rollup_day
 from billing.webhooks import WebhookFailed, WebhookRefused
 
@@ -20,9 +21,17 @@ logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, smtplib.SMTPException, OSError, BrokerError)
 
 
+@shared_task(name="billing.tasks.rollup_usage")
+def rollup_usage() -> dict:
+    """Beat, every USAGE_ROLLUP_INTERVAL_SECONDS: rebuild the open hour's usage rollups and
+    every hour's back to the grace window (and their days). Returns the period and rows."""
+    return usage_rollup_recent().as_dict()
+
+
 @shared_task(name="billing.tasks.rollup_usage_day")
 def rollup_usage_day(day: str | None = None) -> dict:
-    """Rebuild one UTC day's usage rollups (default: today). Returns the day and row count."""
+    """The former beat task, kept so messages already queued under its name still run:
+    rebuild one UTC day's usage rollups (default: today). Returns the day and daily rows."""
     target = date.fromisoformat(day) if day else timezone.now().date()
     rows = usage_rollup_day(day=target)
     return {"day": target.isoformat(), "rows": rows}

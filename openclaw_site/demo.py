@@ -19,7 +19,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from billing.models import Budget, UsageRecord
-from billing.services import usage_records_write, usage_rollup_day
+from billing.rollups import HOUR, usage_rollup_hours
+from billing.services import usage_records_write
 from billing.usage import UsageDraft
 from catalog.models import Deployment, ProviderCredential, Route, RouteCandidate
 from catalog.money import Prices, request_cost
@@ -169,8 +170,8 @@ def demo_traffic_seed(*, org: Organization, password: str, now: datetime | None 
             drafts.append(_sample_draft(n, rng, org=org, key=rng.choice(keys), started=started,
                                         deployments=deployments, route=route))
         usage_records_write(drafts)
-        for day in sorted({draft.started_at.date() for draft in drafts}):
-            usage_rollup_day(day=day)
+        moments = [draft.started_at for draft in drafts]
+        usage_rollup_hours(min(moments), max(moments) + HOUR)
     return len(drafts)
 
 

@@ -196,10 +196,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Usage rollups (billing/rollups.py, docs/operations.md "Usage rollups"): every interval,
+# beat rebuilds the open hour and every hour back to the grace window, so records written
+# late (a reaped lease, a dead-letter replay) still land in their hour.
+USAGE_ROLLUP_INTERVAL_SECONDS = env_int("OPENCLAW_ROLLUP_INTERVAL_SECONDS", 300, minimum=10)
+USAGE_ROLLUP_GRACE_SECONDS = env_int("OPENCLAW_ROLLUP_GRACE_SECONDS", 7200, minimum=600)
 CELERY_BEAT_SCHEDULE = {
-    "rollup-usage-today": {
-        "task": "billing.tasks.rollup_usage_day",
-        "schedule": env_int("OPENCLAW_ROLLUP_INTERVAL_SECONDS", 300, minimum=10),
+    "rollup-usage": {
+        "task": "billing.tasks.rollup_usage",
+        "schedule": USAGE_ROLLUP_INTERVAL_SECONDS,
     },
     "purge-playground-keys": {
         "task": "tenants.tasks.purge_playground_keys",
@@ -237,6 +242,14 @@ GATEWAY = {
     # them to settle before it is answered 429 budget_busy (docs/budgets.md).
     "BUDGET_BUSY_WAIT_MS": env_int("OPENCLAW_BUDGET_BUSY_WAIT_MS", 1500, minimum=0),
 }
+# A reaped lease writes its record up to BUDGET_LEASE_SECONDS (plus a reaper pass) after
+# the request stopped; the rollup must still be recomputing that hour then.
+if USAGE_ROLLUP_GRACE_SECONDS < GATEWAY["BUDGET_LEASE_SECONDS"] + 2 * USAGE_ROLLUP_INTERVAL_SECONDS + 300:
+    raise ImproperlyConfigured(
+        "OPENCLAW_ROLLUP_GRACE_SECONDS must be at least OPENCLAW_BUDGET_LEASE_SECONDS + "
+        "2 x OPENCLAW_ROLLUP_INTERVAL_SECONDS + 300 (records written late must still reach their hour's rollup), "
+        f"got {USAGE_ROLLUP_GRACE_SECONDS}"
+    )
 
 # --- Failed logins: API-key throttling, admin lockout, client addresses ------------------
 # (docs/operations.md "Failed authentication and logins"; gateway/auth_throttle.py,

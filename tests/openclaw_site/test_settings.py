@@ -262,3 +262,11 @@ def test_dashboard_pages_may_connect_only_to_their_own_origin(client):
         assert not re.search(r"https?://", page["Content-Security-Policy"])
         html = page.content.decode()
         assert executable_inline_scripts(html) == [] and not re.search(r"\sstyle=\"", html), url
+
+
+def test_a_rollup_grace_shorter_than_lease_expiry_and_two_intervals_is_refused(tmp_path):
+    env = {"OPENCLAW_DATA_DIR": str(tmp_path), "OPENCLAW_BUDGET_LEASE_SECONDS": "600",
+           "OPENCLAW_ROLLUP_INTERVAL_SECONDS": "300"}
+    refused = run_settings({**env, "OPENCLAW_ROLLUP_GRACE_SECONDS": "1200"})
+    assert refused.returncode != 0 and "OPENCLAW_ROLLUP_GRACE_SECONDS must be at least" in refused.stderr
+    assert run_settings({**env, "OPENCLAW_ROLLUP_GRACE_SECONDS": "1500"}).stdout.strip() == "started"
