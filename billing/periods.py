@@ -111,6 +111,6 @@ class UsagePeriodForm(forms.Form):
         data["period"] = preset
         return data
 
-    def period(self) -> Period:
+    def to_period(self) -> Period:
         data = self.cleaned_data
         return period_of(data["period"], now=self.now, tz=self.tz, since=data.get("since"), until=data.get("until"))

@@ -45,7 +45,7 @@ def _read_period(request, org):
     form = UsagePeriodForm(request.GET, tz=ZoneInfo(org.time_zone), now=timezone.now())
     if not form.is_valid():
         return form, None
-    return form, form.period()
+    return form, form.to_period()
 
 
 def _series_bars(series, period):
