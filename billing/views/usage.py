@@ -106,7 +106,6 @@ def usage(request):
             else:
                 messages.success(request, f"Usage is now shown in {tz_form.cleaned_data['time_zone']}.")
                 return redirect(request.get_full_path())
-        request.org.refresh_from_db()
         form, period = _read_period(request, org)
         return _render(request, form, period, tz_form, status=400)
     form, period = _read_period(request, org)
