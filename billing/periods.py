@@ -4,7 +4,7 @@ time zone, read from the query string (`UsagePeriodForm`) and turned into an awa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone as dt_timezone
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -74,7 +74,10 @@ def period_of(preset: str, *, now: datetime, tz: ZoneInfo, since: date | None = 
         first, last = since, until
     else:
         raise ValueError(f"unknown period {preset!r}")
-    start, end = _midnight(first, tz), _midnight(last + timedelta(days=1), tz)
+    # In UTC: arithmetic on two datetimes of one ZoneInfo is wall-clock time (a 23-hour
+    # day would count 24).
+    start = _midnight(first, tz).astimezone(dt_timezone.utc)
+    end = _midnight(last + timedelta(days=1), tz).astimezone(dt_timezone.utc)
     end = min(end, max(ceil_hour(now), start))
     return Period(preset=preset, tz=tz, first_day=first, last_day=last, start=start, end=end)
 
