@@ -1,10 +1,12 @@
 """Dashboard pages of the billing app, under /orgs/<slug:org>/ (openclaw_site/urls.py)."""
 from django.urls import path
 
-from billing.views import budgets, overview, requests
+from billing.views import budgets, overview, requests, usage
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
+    path("usage/", usage.usage, name="usage"),
+    path("usage/export.csv", usage.usage_csv, name="usage_csv"),
     path("requests/", requests.request_log, name="requests"),
     path("requests/export.csv", requests.request_log_csv, name="requests_csv"),
     path("requests/<uuid:request_id>/", requests.request_detail, name="request_detail"),

@@ -1,7 +1,9 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 
 from tenants.admin_audit import AuditedAdmin, ReadOnlyAdmin
+from tenants.forms import time_zone_choices
 from tenants.models import ApiKey, AuditEvent, Membership, Organization
 from tenants.services import api_key_create, api_key_revoke, close_org_sockets_on_commit
 
@@ -12,8 +14,18 @@ class MembershipInline(admin.TabularInline):
     raw_id_fields = ["user"]
 
 
+class OrganizationAdminForm(forms.ModelForm):
+    time_zone = forms.ChoiceField(choices=time_zone_choices, initial="UTC",
+                                  help_text=Organization._meta.get_field("time_zone").help_text)
+
+    class Meta:
+        model = Organization
+        fields = "__all__"
+
+
 @admin.register(Organization)
 class OrganizationAdmin(AuditedAdmin):
+    form = OrganizationAdminForm
     audit_target_type = "organization"
     list_display = ["slug", "name", "tier", "status", "created_at"]
     list_filter = ["tier", "status"]

@@ -7,7 +7,7 @@ from django import forms
 from django.utils import timezone
 
 from tenants.hooks import resolvable_names
-from tenants.models import Membership
+from tenants.models import Membership, available_time_zones
 
 Role = Membership.Role
 
@@ -79,3 +79,14 @@ class RoleForm(forms.Form):
     def __init__(self, *args, actor_role: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["role"].choices = _roles_for(actor_role)
+
+
+def time_zone_choices() -> list[tuple[str, str]]:
+    zones = sorted(available_time_zones() - {"UTC"})
+    return [("UTC", "UTC")] + [(zone, zone.replace("_", " ")) for zone in zones]
+
+
+class OrgTimeZoneForm(forms.Form):
+    """The org's time zone (usage analytics are shown in it; billing months stay UTC)."""
+    time_zone = forms.ChoiceField(label="Time zone", choices=time_zone_choices,
+                                  help_text="Days and periods on the usage page are this zone's.")

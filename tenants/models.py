@@ -1,13 +1,28 @@
 """Organizations, their members, their API keys, and the append-only audit log."""
 from __future__ import annotations
 
+import functools
 import uuid
+import zoneinfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from tenants.keys import display_prefix
+
+
+def validate_time_zone(value: str) -> None:
+    """An IANA time zone name this installation knows (zoneinfo)."""
+    if value not in available_time_zones():
+        raise ValidationError("%(value)s is not a known time zone (an IANA name such as Europe/Paris).",
+                              code="invalid_time_zone", params={"value": value})
+
+
+@functools.cache
+def available_time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 class Organization(models.Model):
@@ -42,6 +57,10 @@ class Organization(models.Model):
     webhook_url = models.URLField(blank=True, help_text="https URL for budget notifications (optional)")
     webhook_secret = models.CharField(max_length=64, blank=True, editable=False,
                                       help_text="HMAC key of the X-OpenClaw-Signature header")
+    # Analytics (the usage page's periods and day buckets) are shown in this zone;
+    # billing months stay UTC.
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone],
+                                 help_text="IANA time zone the usage page shows days in, e.g. Europe/Paris")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

@@ -19,7 +19,7 @@ from django.utils.http import urlsafe_base64_encode
 from tenants.audit import record_event
 from tenants.hooks import access_revoked
 from tenants.keys import generate_key
-from tenants.models import ApiKey, AuditEvent, Membership, Organization
+from tenants.models import ApiKey, AuditEvent, Membership, Organization, validate_time_zone
 
 Actor = AuditEvent.ActorType
 Role = Membership.Role
@@ -55,6 +55,26 @@ def org_set_status(*, org: Organization, status: str, actor: str = "system") -> 
             target_type="organization", target_id=str(org.public_id),
         )
         close_org_sockets_on_commit(org)
+    return org
+
+
+def org_set_time_zone(*, org: Organization, time_zone: str, actor_user=None, actor_type: str = Actor.SYSTEM,
+                      actor: str = "system") -> Organization:
+    """Set the IANA time zone the org's usage analytics are shown in (audited
+    `org.time_zone`); an unknown name raises ValidationError. Billing months stay UTC."""
+    validate_time_zone(time_zone)
+    actor_type, actor = _actor_of(actor_user, actor_type, actor)
+    with transaction.atomic():
+        org = Organization.objects.select_for_update().get(pk=org.pk)
+        previous = org.time_zone
+        if previous == time_zone:
+            return org
+        org.time_zone = time_zone
+        org.save(update_fields=["time_zone"])
+        record_event(
+            org=org, actor_type=actor_type, actor=actor, action="org.time_zone",
+            target_type="organization", target_id=str(org.public_id), data={"from": previous, "to": time_zone},
+        )
     return org
 
 

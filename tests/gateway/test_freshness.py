@@ -142,3 +142,16 @@ async def test_open_keys_are_rechecked_in_one_query_off_the_request_path(issued_
         await asyncio.sleep(0.05)
     assert "suspended" in fresh.key_problem(issued_key.api_key.pk)
     fresh.key_closed(issued_key.api_key.pk)
+
+
+def test_org_writes_still_bump_the_version_after_the_org_time_zone_migration(org):
+    """tenants 0006 added a column to the organization table (SQLite rebuilds it and drops
+    its triggers): gateway 0011 puts them back, with the new column counted."""
+    from tenants.models import Organization
+
+    start = version()
+    Organization.objects.filter(pk=org.pk).update(end_user_rpm_limit=5)
+    assert version() > start
+    start = version()
+    Organization.objects.filter(pk=org.pk).update(time_zone="Europe/Paris")
+    assert version() > start

@@ -319,3 +319,12 @@ def test_keys_cannot_be_deleted_in_admin_only_revoked(operator_client, issued_ke
     assert 'value="revoke_keys"' in listing and 'value="delete_selected"' not in listing
     response = operator_client.post(f"/admin/tenants/apikey/{issued_key.api_key.pk}/delete/", {"post": "yes"})
     assert response.status_code == 403 and ApiKey.objects.filter(pk=issued_key.api_key.pk).exists()
+
+
+def test_the_org_form_offers_the_time_zone_as_a_choice_of_known_zones(operator_client, org):
+    page = operator_client.get(f"/admin/tenants/organization/{org.pk}/change/")
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    assert form["time_zone"].value() == "UTC"
+    assert "Europe/Paris" in dict(form.fields["time_zone"].choices)
+    assert "Mars/Olympus_Mons" not in dict(form.fields["time_zone"].choices)

@@ -316,3 +316,19 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner(monkeypatch):
         thread.join(timeout=30)
     assert sorted(outcomes) == ["demoted", "refused"]
     assert Membership.objects.filter(org=personas.org, role="owner").count() == 1
+
+
+def test_org_set_time_zone_refuses_an_unknown_zone_and_audits_a_change(org):
+    from django.core.exceptions import ValidationError
+
+    from tenants.models import AuditEvent
+    from tenants.services import org_set_time_zone
+
+    with pytest.raises(ValidationError):
+        org_set_time_zone(org=org, time_zone="Europe/Atlantis")
+    org_set_time_zone(org=org, time_zone="Asia/Kolkata", actor="ops")
+    org_set_time_zone(org=org, time_zone="Asia/Kolkata", actor="ops")  # unchanged: no second event
+    org.refresh_from_db()
+    assert org.time_zone == "Asia/Kolkata"
+    events = AuditEvent.objects.filter(org=org, action="org.time_zone")
+    assert [(e.actor, e.data) for e in events] == [("ops", {"from": "UTC", "to": "Asia/Kolkata"})]
