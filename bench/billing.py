@@ -1,4 +1,4 @@
-"""The usage rollups on a large installation: ``python -m bench.billing [--records N --orgs N --db sqlite|postgres|both]``.
+"""The usage rollups on a large installation: ``python -m bench.billing [--records N --orgs N --db …]``.
 
 Loads ``--records`` usage records (1,000,000 by default) across ``--orgs`` organizations (50)
 into a fresh, migrated database, then times what billing does with them:
@@ -43,7 +43,6 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from decimal import Decimal
-from urllib.parse import urlparse, urlunparse
 
 from bench import bulk, report
 
@@ -140,10 +139,11 @@ def load(*, records: int, orgs: int) -> dict:
 
     s = "g.s"
     pt = f"(CASE WHEN {s} = {REJECTED} THEN 0 ELSE g.pt END)"
-    ct = f"(CASE {s} WHEN 0 THEN 1 + g.ct %% 1000 WHEN 1 THEN 1024 WHEN 2 THEN g.ct %% 300 WHEN 3 THEN g.ct %% 300 ELSE 0 END)"
+    ct = (f"(CASE {s} WHEN 0 THEN 1 + g.ct %% 1000 WHEN 1 THEN 1024 WHEN 2 THEN g.ct %% 300 "
+          "WHEN 3 THEN g.ct %% 300 ELSE 0 END)")
     picos = (f"(CASE WHEN {s} < {BILLED_BELOW} THEN {pt} * {bulk.pick('in_ppt', 'g.d')} "
              f"+ {ct} * {bulk.pick('out_ppt', 'g.d')} ELSE 0 END)")
-    started = f"(%(start_us)s + (i - 1) * %(step_us)s)"
+    started = "(%(start_us)s + (i - 1) * %(step_us)s)"
     served = f"{s} <> {REJECTED}"
     say(f"loading {records:,} usage records from {first:%Y-%m-%d} to {now:%Y-%m-%d %H:%M} UTC")
     loaded = time.monotonic()
@@ -151,7 +151,7 @@ def load(*, records: int, orgs: int) -> dict:
         "request_id": bulk.uuid(),
         "org_id": bulk.pick("org_ids", "g.o"),
         "api_key_id": bulk.pick("key_ids", f"g.o * {KEYS_PER_ORG} + g.k"),
-        "end_user": f"(CASE WHEN g.eu < 0 THEN '' ELSE 'end-user-' || g.eu END)",
+        "end_user": "(CASE WHEN g.eu < 0 THEN '' ELSE 'end-user-' || g.eu END)",
         "requested_model": (f"(CASE WHEN g.via >= 0 THEN {bulk.pick('route_aliases', 'g.via', 'text')} "
                             f"ELSE {bulk.pick('dep_names', 'g.d', 'text')} END)"),
         "deployment_id": f"(CASE WHEN {served} THEN {bulk.pick('dep_ids', 'g.d')} END)",
@@ -343,7 +343,7 @@ def run_one(args, db: str) -> dict:
         loaded = load(records=args.records, orgs=args.orgs)
         results = measure(loaded)
         if db == "postgres" and (args.explain or results["full_s"] > TARGET_S):
-            say("full rollup over the target: EXPLAIN ANALYZE of its SELECTs")
+            say("EXPLAIN ANALYZE of the full rollup's INSERTs")
             results["explain"] = explain_full_rollup(loaded["first"], loaded["now"])
             print(results["explain"], file=sys.stderr)
         connections.close_all()
@@ -391,7 +391,8 @@ def render(results: list[dict]) -> str:
 
     row("full rollup, one call (s)", lambda r: f(r["full_s"], 1))
     row("  hourly / daily rows written", lambda r: f"{r['hourly_rows']:,} / {r['daily_rows']:,}")
-    row(f"  under {TARGET_S:.0f} s", lambda r: report._met(r["full_s"] < TARGET_S))
+    row(f"  under {TARGET_S:.0f} s (PostgreSQL's target)",
+        lambda r: report._met(r["full_s"] < TARGET_S) if r["db"] == "postgres" else "")
     row("full rollup again, over its own rows (s)", lambda r: f(r["again_s"], 1))
     row(f"incremental run, open hour + grace (s, median of {INCREMENTAL_RUNS})", lambda r: f(r["incremental_s"], 2))
     row("  hours / records / hourly rows", lambda r: f"{r['incremental_hours']} / {r['incremental_records']:,} / "
@@ -423,7 +424,7 @@ def main(argv=None) -> int:
     print(render(results))
     for result in results:
         if result.get("explain"):
-            print(f"EXPLAIN ANALYZE of the full rollup's SELECTs ({result['db']}):\n\n{result['explain']}\n")
+            print(f"EXPLAIN ANALYZE of the full rollup's INSERTs ({result['db']}):\n\n{result['explain']}\n")
     return 0
 
 
