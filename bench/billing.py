@@ -352,13 +352,12 @@ def run_one(args, db: str) -> dict:
             from tests.support.stack import drop_pg_database
 
             drop_pg_database(url)
-        if db == "sqlite":
-            if args.keep:
-                say(f"kept {data_dir}")
-            else:
-                import shutil
+        if db == "sqlite" and args.keep:
+            say(f"kept {data_dir}")
+        else:
+            import shutil
 
-                shutil.rmtree(data_dir, ignore_errors=True)
+            shutil.rmtree(data_dir, ignore_errors=True)
     machine["load_after"] = report.loadavg()
     return {"db": db, "machine": machine, "server": loaded["server"], "load_s": loaded["load_s"],
             "records": args.records, "orgs": args.orgs, **results}
