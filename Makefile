@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/openclaw
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/7
 
-.PHONY: run test imports test-embedded test-services bench bench-dashboard lock clean
+.PHONY: run test imports test-embedded test-services bench bench-dashboard bench-billing lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is required"'
@@ -46,6 +46,11 @@ bench: $(STAMP)
 # PostgreSQL only: it creates and drops its own database on DATABASE_URL's server.
 bench-dashboard: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m bench.dashboard
+
+# The usage rollups on 1,000,000 usage records of 50 orgs, SQLite then PostgreSQL (docs/benchmarks.md).
+# On PostgreSQL it creates and drops its own database on DATABASE_URL's server.
+bench-billing: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m bench.billing
 
 # Recompile the pinned, hashed requirement files after editing the .in files.
 lock: $(STAMP)

@@ -4,7 +4,7 @@ On PostgreSQL only (``DATABASE_URL`` required: the server to use). The benchmark
 own database beside it, ``openclaw_bench_dashboard`` (dropped first, dropped again at the end
 unless ``--keep``), migrates it, and loads one org with ``--events`` audit events and
 ``--records`` usage records (1,000,000 each by default) server-side, with
-``INSERT ... SELECT ... FROM generate_series`` in batches: about a minute per million rows on
+``INSERT ... SELECT ... FROM generate_series`` in batches (bench/bulk.py): about a minute per million rows on
 a 2-core machine. Every other column of the two tables gets its model default, so the loader
 follows schema changes.
 
@@ -45,7 +45,7 @@ import tempfile
 import time
 from urllib.parse import urlparse, urlunparse
 
-from bench import report
+from bench import bulk, report
 
 DATABASE_NAME = "openclaw_bench_dashboard"
 ORG_SLUG = "bench-dashboard"
@@ -54,7 +54,6 @@ ACTORS = 25
 ACTIONS = ("api_key.create", "api_key.revoke", "api_key.rotate", "membership.set", "membership.remove",
            "budget.create", "budget.update", "login.succeeded", "login.failed", "access.denied")
 MODELS = ("gpt-4-turbo", "claude-3-opus", "best_available_general")
-BATCH = 250_000
 TARGET_MS = 200.0
 SEED = 0.42
 
@@ -76,39 +75,6 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 # --- loading -------------------------------------------------------------------------------
-
-def _insert_generated(model, expressions: dict[str, str], params: dict, *, total: int, what: str) -> None:
-    """INSERT `total` rows of `model` from generate_series (`i` is the row number, 1-based),
-    and `r` a random number in [0, 1) drawn once per row, in batches. Columns without an
-    expression get their field's default."""
-    from django.db import connection, transaction
-    from django.db.models import AutoField, BigAutoField
-
-    columns, values, defaults = [], [], {}
-    for field in model._meta.concrete_fields:
-        if isinstance(field, (AutoField, BigAutoField)):
-            continue
-        columns.append(connection.ops.quote_name(field.column))
-        if field.column in expressions:
-            values.append(expressions[field.column])
-        else:
-            name = f"default_{field.column}"
-            default = field.get_default()
-            defaults[name] = field.get_db_prep_save(default, connection)
-            values.append(f"%({name})s")
-    unknown = set(expressions) - {f.column for f in model._meta.concrete_fields}
-    if unknown:
-        raise RuntimeError(f"{model.__name__} has no column(s) {sorted(unknown)}")
-    sql = (f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({', '.join(columns)}) "
-           f"SELECT {', '.join(values)} FROM (SELECT i, random() AS r FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i) AS g")
-    started = time.monotonic()
-    for first in range(1, total + 1, BATCH):
-        last = min(first + BATCH - 1, total)
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT setseed(%s)", [SEED * first / total])
-            cursor.execute(sql, {**params, **defaults, "first": first, "last": last, "total": total})
-        say(f"{what}: {last:,} of {total:,} ({time.monotonic() - started:.0f} s)")
-
 
 def load(*, events: int, records: int) -> dict:
     """The org, an auditor, the members and keys, then the bulk rows. Returns what the pages need."""
@@ -136,7 +102,7 @@ def load(*, events: int, records: int) -> dict:
     head = AuditEvent.objects.filter(chain=str(org.public_id)).order_by("-seq").values("seq", "hash").first()
     say(f"loading {records:,} usage records")
     loaded = time.monotonic()
-    _insert_generated(UsageRecord, {
+    bulk.insert_generated(UsageRecord, {
         "request_id": "gen_random_uuid()",
         "org_id": "%(org_id)s",
         "api_key_id": "(%(key_ids)s::bigint[])[1 + floor(random() * %(keys)s)::int]",
@@ -159,13 +125,13 @@ def load(*, events: int, records: int) -> dict:
         "started_at": "%(start)s + (i - 1) * %(step)s * interval '1 microsecond'",
         "ended_at": "%(start)s + (i - 1) * %(step)s * interval '1 microsecond' + interval '2 seconds'",
     }, {"org_id": org.pk, "key_ids": [k.pk for k in keys], "keys": KEYS, "models": list(MODELS),
-        "start": year_ago, "step": int(365 * 86400 * 1e6 / records)}, total=records, what="usage records")
+        "start": year_ago, "step": int(365 * 86400 * 1e6 / records)}, total=records, what="usage records", say=say, seed=SEED)
     records_s = time.monotonic() - loaded
 
     say(f"loading {events:,} audit events")
     loaded = time.monotonic()
     base, head_hash = (head["seq"], head["hash"]) if head else (0, GENESIS)
-    _insert_generated(AuditEvent, {
+    bulk.insert_generated(AuditEvent, {
         "public_id": "gen_random_uuid()",
         "org_id": "%(org_id)s",
         "chain": "%(chain)s",
@@ -182,7 +148,7 @@ def load(*, events: int, records: int) -> dict:
     }, {"org_id": org.pk, "chain": str(org.public_id), "base": base, "head_hash": head_hash,
         "actors": actors, "n_actors": ACTORS, "actions": list(ACTIONS), "n_actions": len(ACTIONS),
         "key_uuids": [str(k.public_id) for k in keys], "keys": KEYS,
-        "start": year_ago, "step": int(365 * 86400 * 1e6 / events)}, total=events, what="audit events")
+        "start": year_ago, "step": int(365 * 86400 * 1e6 / events)}, total=events, what="audit events", say=say, seed=SEED)
     events_s = time.monotonic() - loaded
 
     say("ANALYZE")
