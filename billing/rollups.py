@@ -103,11 +103,15 @@ def usage_rollup_hours(start: datetime, end: datetime, *, models=None) -> Rollup
     first_day, ceil_day = _floor_day(start), _floor_day(end - HOUR) + DAY
     now = timezone.now()
 
+    dimensions = ["org", "rollup_hour", "api_key", "deployment", "deployment_name", "end_user", "requested_model",
+                  "via_route", "status", "input_price_per_mtok", "output_price_per_mtok"]
+    # Migration 0007's historical rollup predates the prices (billing 0008).
+    hourly_fields = {f.name for f in hourly._meta.get_fields()}
+    dimensions = [name for name in dimensions if name == "rollup_hour" or name in hourly_fields]
     by_hour = (
         usage.objects.filter(started_at__gte=start, started_at__lt=end).order_by()
         .annotate(rollup_hour=HourUTC("started_at"))
-        .values("org", "rollup_hour", "api_key", "deployment", "deployment_name", "end_user", "requested_model",
-                "via_route", "status")
+        .values(*dimensions)
         .annotate(rollup_requests=Count("pk"), rollup_prompt=Sum("prompt_tokens"),
                   rollup_completion=Sum("completion_tokens"),
                   rollup_picos=Sum(cost_picos(), output_field=BigIntegerField()),
@@ -144,7 +148,8 @@ def usage_rollup_recent(*, now: datetime | None = None, grace_seconds: int | Non
 _COLUMNS = {
     "org": "org_id", "api_key": "api_key_id", "deployment": "deployment_id", "via_route": "via_route_id",
     "deployment_name": "deployment_name", "end_user": "end_user", "requested_model": "requested_model",
-    "status": "status", "rollup_hour": "hour", "rollup_day": "day", "rollup_requests": "requests",
+    "status": "status", "input_price_per_mtok": "input_price_per_mtok",
+    "output_price_per_mtok": "output_price_per_mtok", "rollup_hour": "hour", "rollup_day": "day", "rollup_requests": "requests",
     "rollup_prompt": "prompt_tokens", "rollup_completion": "completion_tokens", "rollup_picos": "cost_picos",
     "rollup_updated": "updated_at",
 }
