@@ -232,3 +232,46 @@ def report_tables(report: BillingReport) -> dict:
         tables[line.kind].append(line)
     return {"lines": tables[Kind.DEPLOYMENT], "keys": tables[Kind.API_KEY], "end_users": tables[Kind.END_USER],
             "adjustments": tables[Kind.ADJUSTMENT]}
+
+
+# --- The report's tables, as the page and its CSV show them -------------------------
+# One definition for both, so the CSV's numbers are the page's: each row is a list of
+# cells; amounts are Decimal dollars and cents (the page formats them with `usd`).
+REPORT_TABLES = ("lines", "keys", "end_users", "adjustments")
+TABLE_HEADERS = {
+    "lines": ["deployment", "input_usd_per_mtok", "output_usd_per_mtok", "requests", "prompt_tokens",
+              "completion_tokens", "amount_usd"],
+    "keys": ["api_key", "requests", "prompt_tokens", "completion_tokens", "amount_usd"],
+    "end_users": ["end_user", "requests", "prompt_tokens", "completion_tokens", "amount_usd"],
+    "adjustments": ["usage_month", "deployment", "input_usd_per_mtok", "output_usd_per_mtok", "requests",
+                    "prompt_tokens", "completion_tokens", "amount_usd"],
+}
+
+
+def _price(value) -> str:
+    return "" if value is None else format(value.normalize(), "f")
+
+
+def _key_label(line) -> str:
+    key = line.api_key
+    return f"{key.name} (…{key.last_four})" if key else ""
+
+
+def report_table_rows(report: BillingReport, tables: dict | None = None) -> dict[str, list[list]]:
+    """Every table of the report: {"lines": [[cell, ...], ...], ...}."""
+    tables = tables or report_tables(report)
+    figures = lambda line: [line.requests, line.prompt_tokens, line.completion_tokens, line.amount_usd]  # noqa: E731
+    return {
+        "lines": [[line.deployment_name or "(none)", _price(line.input_price_per_mtok),
+                   _price(line.output_price_per_mtok), *figures(line)] for line in tables["lines"]],
+        "keys": [[_key_label(line), *figures(line)] for line in tables["keys"]],
+        "end_users": [[line.end_user or "(none)", *figures(line)] for line in tables["end_users"]],
+        "adjustments": [[f"{line.usage_month:%Y-%m}", line.deployment_name or "(none)",
+                         _price(line.input_price_per_mtok), _price(line.output_price_per_mtok), *figures(line)]
+                        for line in tables["adjustments"]],
+    }
+
+
+def org_reports(org: Organization):
+    """The org's reports, newest month first (uniq_billing_report_org_month)."""
+    return BillingReport.objects.filter(org=org).order_by("-month")
