@@ -3,6 +3,8 @@ printable invoice, and each table as CSV (templates/billing/reports*.html). Repo
 built by beat (billing/reports.py); these pages only read them."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import render
@@ -26,9 +28,9 @@ def _report(request, report_id) -> BillingReport:
 
 def _context(request, report) -> dict:
     tables = report_tables(report)
-    start, end = month_bounds(report.month)
+    _start, end = month_bounds(report.month)
     return {"section": "reports", "report": report, "rows": report_table_rows(report, tables),
-            "headers": TABLE_HEADERS, "period_end": end, "final_from": finalize_due_at(report.month)}
+            "last_day": (end - timedelta(days=1)).date(), "final_from": finalize_due_at(report.month)}
 
 
 @org_view(get=OVERSEERS)
