@@ -4,9 +4,12 @@ usage records, exactly (integer pico-dollars), by SQL aggregation on both sides.
 - Rollups: per org x UTC hour, requests, tokens and cost of `UsageRollup` against
   `UsageRecord` (a record written after its hour left the rollup grace window, a
   tampered or lost row).
-- Reports: each report of a closed month against the raw sums of its month; for a final
-  report, what it billed plus the adjustments for its month on other reports. The open
-  month's draft is rebuilt every few minutes and not checked.
+- Reports: each report of a month that ended within the period against the raw sums of
+  its month; for a final report, what it billed plus the adjustments for its month on
+  other reports. The open month's draft is rebuilt every few minutes and not checked.
+
+By default the period ends at the last hour beat no longer rebuilds (now minus the rollup
+grace): a record written a minute ago is not yet a difference.
 
 Every difference is audited (`billing.reconcile_difference`, in the org's chain).
 `repair=True` rebuilds the hours that differ, then the draft reports; a final report is
@@ -16,8 +19,9 @@ next draft as adjustment lines (billing/reports.py).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import BigIntegerField, Count, Sum
 from django.utils import timezone
@@ -26,7 +30,7 @@ from billing.models import BillingReport, BillingReportLine, UsageRecord, UsageR
 from billing.reports import (
     ReportIsFinal, month_bounds, month_start, previous_month, report_build,
 )
-from billing.rollups import HOUR, HourUTC, floor_hour, usage_rollup_hours
+from billing.rollups import HOUR, HourUTC, ceil_hour, floor_hour, usage_rollup_hours
 from billing.sums import cost_picos
 from tenants.audit import record_event
 from tenants.models import AuditEvent, Organization
@@ -102,12 +106,16 @@ def _reported_month(report: BillingReport) -> dict:
 
 def billing_reconcile(*, start: datetime | None = None, end: datetime | None = None, repair: bool = False,
                       now: datetime | None = None) -> ReconcileResult:
-    """Check [start, end) (whole hours; default: the previous month's start to now) and the
-    reports of the closed months in it. Audits each difference; repairs if asked."""
+    """Check [start, end) (whole hours; default: the previous month's start to now minus
+    the rollup grace) and the reports of the months that ended in it. Audits each difference; repairs if asked."""
     now = now or timezone.now()
     start = floor_hour(start or month_bounds(previous_month(month_start(now)))[0])
-    end = floor_hour(end or now) + HOUR
+    # By default only settled hours: beat still rebuilds those within the rollup grace,
+    # and a record written a moment ago is not a difference yet.
+    end = ceil_hour(end) if end else floor_hour(now - timedelta(seconds=settings.USAGE_ROLLUP_GRACE_SECONDS))
     result = ReconcileResult(start=start, end=end)
+    if start >= end:
+        return result
 
     raw, rolled = _raw_by_org_hour(start, end), _rollup_by_org_hour(start, end)
     for key in sorted(set(raw) | set(rolled)):
@@ -116,9 +124,9 @@ def billing_reconcile(*, start: datetime | None = None, end: datetime | None = N
             result.differences.append(Difference(kind="rollup_hour", org_id=key[0], period=key[1].isoformat(),
                                                  expected=expected, found=found))
 
-    open_month = month_start(now)
-    reports = BillingReport.objects.filter(month__gte=month_start(start), month__lt=open_month).order_by("org_id",
-                                                                                                       "month")
+    # Reports of the months that ended by `end` (the open month's draft moves anyway).
+    reports = BillingReport.objects.filter(month__gte=month_start(start), month__lt=month_start(end)).order_by(
+        "org_id", "month")
     for report in reports:
         expected, found = _raw_month(report.org_id, report.month), _reported_month(report)
         if expected != found:

@@ -27,6 +27,7 @@ from django.db.models import BigIntegerField, Q, Sum
 from django.utils import timezone
 
 from billing.models import BillingReport, BillingReportLine, UsageRollup
+from billing.rollups import lock_rollups
 from catalog.money import invoice_amount
 from tenants.audit import record_event
 from tenants.models import AuditEvent, Organization
@@ -141,6 +142,7 @@ def report_build(*, org: Organization, month: date, now: datetime | None = None)
     month_bounds(month)  # validates the month
     now = now or timezone.now()
     with transaction.atomic():
+        lock_rollups()  # lines and totals from one state of the rollups
         report, _created = BillingReport.objects.select_for_update().get_or_create(org=org, month=month)
         if report.is_final:
             raise ReportIsFinal(f"the report of {month:%Y-%m} is final")
@@ -180,6 +182,7 @@ def report_finalize(*, report: BillingReport, now: datetime | None = None) -> Bi
     BILLING_GRACE_SECONDS. Audited. Raises ReportNotDue / ReportIsFinal."""
     now = now or timezone.now()
     with transaction.atomic():
+        lock_rollups()
         report = BillingReport.objects.select_for_update().select_related("org").get(pk=report.pk)
         if report.is_final:
             raise ReportIsFinal(f"the report of {report.month:%Y-%m} is final")

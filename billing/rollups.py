@@ -127,14 +127,22 @@ def usage_rollup_hours(start: datetime, end: datetime, *, models=None) -> Rollup
                   rollup_updated=Value(now, output_field=DateTimeField()))
     )
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
+        lock_rollups()
         hourly.objects.filter(hour__gte=start, hour__lt=end).delete()
         hourly_rows = _insert_select(hourly, by_hour)
         daily.objects.filter(day__gte=first_day.date(), day__lt=ceil_day.date()).delete()
         daily_rows = _insert_select(daily, by_day)
     return RollupRun(start=start, end=end, hourly_rows=hourly_rows, daily_rows=daily_rows)
+
+
+def lock_rollups() -> None:
+    """Inside a transaction: wait for any rollup rebuild to commit and keep others out
+    until this transaction ends (PostgreSQL; SQLite has one writer at a time). Also taken
+    by readers that must see the rollups in one state across several queries (a billing
+    report's lines and totals)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
 
 
 def usage_rollup_recent(*, now: datetime | None = None, grace_seconds: int | None = None) -> RollupRun:

@@ -80,6 +80,13 @@ def test_a_final_report_is_never_rebuilt_its_difference_goes_on_the_next(usage, 
     assert billing_reconcile(now=NOW).differences == []
 
 
+def test_hours_beat_still_rebuilds_are_not_checked_by_default(key, settings):
+    settings.USAGE_ROLLUP_GRACE_SECONDS = 7200
+    record(key, NOW - timedelta(minutes=30), cost="1")  # not rolled up yet: beat will
+    assert billing_reconcile(now=NOW).differences == []
+    assert len(billing_reconcile(now=NOW, end=NOW).differences) == 1
+
+
 def test_the_command_prints_differences_and_fails_without_repair(usage, org):
     UsageRollup.objects.filter(hour=NOV_START + timedelta(days=3, hours=4)).update(prompt_tokens=0)
     out = io.StringIO()
@@ -94,7 +101,7 @@ def test_the_command_prints_differences_and_fails_without_repair(usage, org):
 def test_the_daily_task_repairs_the_rollups_of_recent_usage(key):
     from django.utils import timezone as django_timezone
 
-    record(key, django_timezone.now() - timedelta(minutes=5), cost="3")  # never rolled up
+    record(key, django_timezone.now() - timedelta(hours=3), cost="3")  # never rolled up, out of beat's window
     result = tasks.reconcile_billing.apply().get()
     assert [d["kind"] for d in result["differences"]] == ["rollup_hour"] and result["repaired_hours"] == 1
     assert UsageRollup.objects.get().cost_picos == 3 * 10 ** 12

@@ -12,12 +12,13 @@ class Command(BaseCommand):
         "Compare the hourly usage rollups (per org and hour) and the billing reports of closed months with the "
         "raw usage records, exactly; print and audit every difference. --repair rebuilds the hours and draft "
         "reports that differ; a final report is never rebuilt (its difference is billed as adjustment lines on "
-        "the next draft). Default period: from the start of the previous UTC month to now."
+        "the next draft). Default period: from the start of the previous UTC month to now minus "
+        "OPENCLAW_ROLLUP_GRACE_SECONDS (the hours beat no longer rebuilds)."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--since", help="start, ISO 8601 (default: the previous month's first day)")
-        parser.add_argument("--until", help="end, ISO 8601 (default: now, its hour included)")
+        parser.add_argument("--until", help="end, ISO 8601, rounded up to the hour (default: now minus the rollup grace)")
         parser.add_argument("--repair", action="store_true", help="rebuild what differs (never a final report)")
 
     def handle(self, *args, since=None, until=None, repair=False, **options):
