@@ -229,3 +229,23 @@ def test_the_grace_window_must_outlast_the_rollup_grace(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(module)
+
+
+def test_beat_refreshes_the_reports_and_reconciles_daily(key, org, settings):
+    from django.utils import timezone as django_timezone
+
+    from billing import tasks
+
+    schedule = {entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert schedule["billing.tasks.refresh_billing_reports"] == settings.BILLING_REPORT_INTERVAL_SECONDS == 300
+    assert schedule["billing.tasks.reconcile_billing"] == 86400
+    record(key, django_timezone.now() - timedelta(minutes=1), cost="2")
+    tasks.rollup_usage.apply().get()
+    result = tasks.refresh_billing_reports.apply().get()
+    assert result["orgs"] == 1
+    report = BillingReport.objects.get(org=org, month=django_timezone.now().date().replace(day=1))
+    assert report.status == "draft" and report.total_usd == Decimal("2.00")
+    lines = sorted(report.lines.values_list("kind", "deployment_name", "requests", "cost_picos", "amount_usd"))
+    tasks.refresh_billing_reports.apply().get()  # again: the same report
+    assert sorted(report.lines.values_list("kind", "deployment_name", "requests", "cost_picos", "amount_usd")) == lines
+    assert BillingReport.objects.get(pk=report.pk).total_usd == Decimal("2.00")
