@@ -239,11 +239,12 @@ def test_beat_refreshes_the_reports_and_reconciles_daily(key, org, settings):
     schedule = {entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert schedule["billing.tasks.refresh_billing_reports"] == settings.BILLING_REPORT_INTERVAL_SECONDS == 300
     assert schedule["billing.tasks.reconcile_billing"] == 86400
-    record(key, django_timezone.now() - timedelta(minutes=1), cost="2")
+    started = django_timezone.now() - timedelta(minutes=1)
+    record(key, started, cost="2")
     tasks.rollup_usage.apply().get()
     result = tasks.refresh_billing_reports.apply().get()
     assert result["orgs"] == 1
-    report = BillingReport.objects.get(org=org, month=django_timezone.now().date().replace(day=1))
+    report = BillingReport.objects.get(org=org, month=started.date().replace(day=1))
     assert report.status == "draft" and report.total_usd == Decimal("2.00")
     lines = sorted(report.lines.values_list("kind", "deployment_name", "requests", "cost_picos", "amount_usd"))
     tasks.refresh_billing_reports.apply().get()  # again: the same report
