@@ -206,3 +206,20 @@ def test_a_negative_adjustment_reads_the_same_on_the_page_and_in_the_csv(client,
     exported = [list(row.values()) for row in parse_csv(_body(client.get(_url("report_csv", personas, dec)
                                                                           + "?table=adjustments")))]
     assert exported == [[_plain(cell) for cell in row] for row in page]
+
+
+def test_the_detail_reads_a_bounded_number_of_queries(client, personas, django_assert_max_num_queries):
+    from billing.models import BillingReportLine
+
+    report = BillingReport.objects.create(org=personas.org, month=NOV)
+    keys = [api_key_create(org=personas.org, name=f"key {i}").api_key for i in range(30)]
+    BillingReportLine.objects.bulk_create(
+        [BillingReportLine(report=report, kind="api_key", api_key=key, requests=1) for key in keys]
+        + [BillingReportLine(report=report, kind="deployment", deployment_name=f"d{i}", requests=1) for i in range(40)]
+        + [BillingReportLine(report=report, kind="end_user", end_user=f"u{i}", requests=1) for i in range(40)])
+    personas.client_for(client, "owner")
+    with django_assert_max_num_queries(12):
+        response = client.get(_url("report", personas, report))
+    assert response.content.decode().count("key 2") >= 1
+    with django_assert_max_num_queries(12):
+        assert client.get(_url("report_invoice", personas, report)).status_code == 200
