@@ -1,6 +1,8 @@
 from django.contrib import admin
 
-from billing.models import Budget, RateCard, UsageDailyRollup, UsageRecord, UsageRollup
+from billing.models import (
+    BillingReport, BillingReportLine, Budget, RateCard, UsageDailyRollup, UsageRecord, UsageRollup,
+)
 from catalog.money import format_usd
 from tenants.admin_audit import AuditedAdmin, ReadOnlyAdmin
 
@@ -38,6 +40,52 @@ class UsageDailyRollupAdmin(ReadOnlyAdmin):
     @admin.display(description="cost (USD)", ordering="cost_picos")
     def cost(self, obj):
         return format_usd(obj.cost_usd)
+
+
+class BillingReportLineInline(admin.TabularInline):
+    model = BillingReportLine
+    fields = ["kind", "deployment_name", "api_key", "end_user", "usage_month", "input_price_per_mtok",
+              "output_price_per_mtok", "requests", "prompt_tokens", "completion_tokens", "cost", "amount_usd"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["kind", "usage_month", "deployment_name", "end_user"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="cost (USD, exact)")
+    def cost(self, obj):
+        return format_usd(obj.cost_usd)
+
+
+@admin.register(BillingReport)
+class BillingReportAdmin(ReadOnlyAdmin):
+    """Every org's monthly reports, read-only: built and finalised by beat (billing/reports.py)."""
+
+    list_display = ["month", "org", "status", "requests", "prompt_tokens", "completion_tokens", "cost", "total_usd",
+                    "built_at", "finalized_at"]
+    list_filter = ["status", "month"]
+    list_select_related = ["org"]
+    search_fields = ["org__slug", "org__name", "public_id"]
+    date_hierarchy = "month"
+    inlines = [BillingReportLineInline]
+
+    @admin.display(description="cost (USD, exact)", ordering="cost_picos")
+    def cost(self, obj):
+        return format_usd(obj.cost_usd)
+
+
+@admin.register(BillingReportLine)
+class BillingReportLineAdmin(ReadOnlyAdmin):
+    list_display = ["report", "kind", "deployment_name", "api_key", "end_user", "usage_month", "requests",
+                    "amount_usd"]
+    list_filter = ["kind"]
+    list_select_related = ["report__org", "api_key"]
+    search_fields = ["report__org__slug", "deployment_name", "end_user"]
 
 
 @admin.register(Budget)

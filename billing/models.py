@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -115,6 +115,10 @@ class UsageRollup(models.Model):
     requested_model = models.CharField(max_length=200)
     via_route = models.ForeignKey(Route, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=20, choices=UsageRecord.Status.choices)
+    # The prices applied (rate-card prices where one applied): a billing report has a line
+    # per deployment and prices (billing/reports.py). None: refused before pricing.
+    input_price_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True)
+    output_price_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True)
     requests = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
@@ -124,10 +128,13 @@ class UsageRollup(models.Model):
     class Meta:
         constraints = [
             # Leads with the hour: the rebuild deletes an hour range across orgs, and the
-            # daily rollup sums a day of hours.
+            # daily rollup sums a day of hours. NULL prices fold to -1, which no price takes.
             models.UniqueConstraint(
                 "hour", "org", "api_key", Coalesce("deployment", 0), "deployment_name", "end_user",
-                "requested_model", Coalesce("via_route", 0), "status", name="uniq_usage_rollup_scope_hour",
+                "requested_model", Coalesce("via_route", 0), "status",
+                Coalesce("input_price_per_mtok", Value(-1), output_field=models.DecimalField(**_PRICE)),
+                Coalesce("output_price_per_mtok", Value(-1), output_field=models.DecimalField(**_PRICE)),
+                name="uniq_usage_rollup_scope_price_hour",
             ),
         ]
         indexes = [
@@ -138,6 +145,102 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.org_id} {self.hour:%Y-%m-%d %H:00} {self.requests} requests"
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
+
+
+class BillingReport(models.Model):
+    """One org's bill for one calendar month (UTC), built from the hourly usage rollups by
+    billing/reports.py: a draft while the month is open and its grace window runs, then
+    final, after which nothing changes it (late usage goes on the next report as
+    adjustment lines). docs/billing.md says how totals are rounded."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        FINAL = "final", "Final"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="billing_reports")
+    month = models.DateField(help_text="the first day of the month (UTC)")
+    status = models.CharField(max_length=5, choices=Status.choices, default=Status.DRAFT)
+    # The month's own usage, exact (equal to the raw usage sums of the month when built).
+    requests = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_picos = models.BigIntegerField(default=0)
+    # What the invoice asks: the sum of the rounded amounts of the deployment and
+    # adjustment lines (catalog.money.invoice_amount).
+    total_usd = models.DecimalField(max_digits=18, decimal_places=2, default=Decimal("0.00"))
+    built_at = models.DateTimeField(default=timezone.now)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["org", "month"], name="uniq_billing_report_org_month"),
+            models.CheckConstraint(condition=Q(status="draft", finalized_at__isnull=True)
+                                   | Q(status="final", finalized_at__isnull=False),
+                                   name="billing_report_finalized_when_final"),
+        ]
+        indexes = [
+            # reports_refresh: drafts due for finalisation (WHERE status = 'draft' AND month < ?).
+            models.Index(fields=["status", "month"], name="billing_report_status_idx"),
+        ]
+        ordering = ["-month"]
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.month:%Y-%m} {self.status}"
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status == self.Status.FINAL
+
+
+class BillingReportLine(models.Model):
+    """One row of a report: a deployment at the prices applied (billed), an API key's or
+    an end user's subtotal (the same usage seen another way, not added to the total), or
+    an adjustment (late usage of an earlier, final month; billed). Counts may be negative
+    on an adjustment only."""
+
+    class Kind(models.TextChoices):
+        DEPLOYMENT = "deployment", "Deployment"
+        API_KEY = "api_key", "API key subtotal"
+        END_USER = "end_user", "End-user subtotal"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    BILLED_KINDS = (Kind.DEPLOYMENT, Kind.ADJUSTMENT)
+
+    report = models.ForeignKey(BillingReport, on_delete=models.CASCADE, related_name="lines")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    deployment_name = models.CharField(max_length=100, blank=True)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    end_user = models.CharField(max_length=200, blank=True)
+    input_price_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True)
+    output_price_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True)
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_picos = models.BigIntegerField(default=0)
+    amount_usd = models.DecimalField(max_digits=18, decimal_places=2, default=Decimal("0.00"))
+    usage_month = models.DateField(null=True, blank=True, help_text="adjustments: the month the usage belongs to")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(kind="adjustment") | Q(usage_month__isnull=True),
+                                   name="billing_line_usage_month_adjustment_only"),
+        ]
+        indexes = [
+            # What final reports billed for a month (adjustments): WHERE kind = ? AND usage_month = ?.
+            models.Index(fields=["kind", "usage_month"], name="billing_line_kind_month_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.deployment_name or self.end_user or self.api_key_id} {self.amount_usd}"
 
     @property
     def cost_usd(self) -> Decimal:

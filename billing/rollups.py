@@ -103,11 +103,15 @@ def usage_rollup_hours(start: datetime, end: datetime, *, models=None) -> Rollup
     first_day, ceil_day = _floor_day(start), _floor_day(end - HOUR) + DAY
     now = timezone.now()
 
+    dimensions = ["org", "rollup_hour", "api_key", "deployment", "deployment_name", "end_user", "requested_model",
+                  "via_route", "status", "input_price_per_mtok", "output_price_per_mtok"]
+    # Migration 0007's historical rollup predates the prices (billing 0008).
+    hourly_fields = {f.name for f in hourly._meta.get_fields()}
+    dimensions = [name for name in dimensions if name == "rollup_hour" or name in hourly_fields]
     by_hour = (
         usage.objects.filter(started_at__gte=start, started_at__lt=end).order_by()
         .annotate(rollup_hour=HourUTC("started_at"))
-        .values("org", "rollup_hour", "api_key", "deployment", "deployment_name", "end_user", "requested_model",
-                "via_route", "status")
+        .values(*dimensions)
         .annotate(rollup_requests=Count("pk"), rollup_prompt=Sum("prompt_tokens"),
                   rollup_completion=Sum("completion_tokens"),
                   rollup_picos=Sum(cost_picos(), output_field=BigIntegerField()),
@@ -123,14 +127,22 @@ def usage_rollup_hours(start: datetime, end: datetime, *, models=None) -> Rollup
                   rollup_updated=Value(now, output_field=DateTimeField()))
     )
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
+        lock_rollups()
         hourly.objects.filter(hour__gte=start, hour__lt=end).delete()
         hourly_rows = _insert_select(hourly, by_hour)
         daily.objects.filter(day__gte=first_day.date(), day__lt=ceil_day.date()).delete()
         daily_rows = _insert_select(daily, by_day)
     return RollupRun(start=start, end=end, hourly_rows=hourly_rows, daily_rows=daily_rows)
+
+
+def lock_rollups() -> None:
+    """Inside a transaction: wait for any rollup rebuild to commit and keep others out
+    until this transaction ends (PostgreSQL; SQLite has one writer at a time). Also taken
+    by readers that must see the rollups in one state across several queries (a billing
+    report's lines and totals)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
 
 
 def usage_rollup_recent(*, now: datetime | None = None, grace_seconds: int | None = None) -> RollupRun:
@@ -144,7 +156,8 @@ def usage_rollup_recent(*, now: datetime | None = None, grace_seconds: int | Non
 _COLUMNS = {
     "org": "org_id", "api_key": "api_key_id", "deployment": "deployment_id", "via_route": "via_route_id",
     "deployment_name": "deployment_name", "end_user": "end_user", "requested_model": "requested_model",
-    "status": "status", "rollup_hour": "hour", "rollup_day": "day", "rollup_requests": "requests",
+    "status": "status", "input_price_per_mtok": "input_price_per_mtok",
+    "output_price_per_mtok": "output_price_per_mtok", "rollup_hour": "hour", "rollup_day": "day", "rollup_requests": "requests",
     "rollup_prompt": "prompt_tokens", "rollup_completion": "completion_tokens", "rollup_picos": "cost_picos",
     "rollup_updated": "updated_at",
 }

@@ -11,6 +11,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from billing import notifications
+from billing.reconcile import billing_reconcile
+from billing.reports import reports_refresh
 from billing.rollups import usage_rollup_recent
 from billing.services import usage_rollup_day
 from billing.webhooks import WebhookFailed, WebhookRefused
@@ -26,6 +28,20 @@ def rollup_usage() -> dict:
     """Beat, every USAGE_ROLLUP_INTERVAL_SECONDS: rebuild the open hour's usage rollups and
     every hour's back to the grace window (and their days). Returns the period and rows."""
     return usage_rollup_recent().as_dict()
+
+
+@shared_task(name="billing.tasks.refresh_billing_reports")
+def refresh_billing_reports() -> dict:
+    """Beat, every BILLING_REPORT_INTERVAL_SECONDS: rebuild the drafts of the open and the
+    previous month, finalise those due (billing/reports.py)."""
+    return reports_refresh()
+
+
+@shared_task(name="billing.tasks.reconcile_billing")
+def reconcile_billing() -> dict:
+    """Beat, daily: check rollups and reports against the raw usage since the previous
+    month began; audit and repair each difference (a final report is never rebuilt)."""
+    return billing_reconcile(repair=True).as_dict()
 
 
 @shared_task(name="billing.tasks.rollup_usage_day")

@@ -109,3 +109,18 @@ def display_usd(amount: Decimal | None) -> str:
         text = format(amount.quantize(_MICRO, rounding=ROUND_HALF_UP), "f").rstrip("0")
         return f"{sign}${text}"
     return f"{sign}${amount.quantize(_CENT, rounding=ROUND_HALF_UP):,}"
+
+
+# --- Invoices ----------------------------------------------------------------------------
+# Costs are exact to 10^-12 USD; an invoice asks for cents. Each billed line of a billing
+# report is rounded once, here, and the report's total is the sum of its rounded lines,
+# so the lines printed add up to the total printed (docs/billing.md "Rounding").
+PICOS_PER_USD = 10 ** COST_PLACES
+
+
+def invoice_amount(picos: int) -> Decimal:
+    """An exact amount of pico-dollars as dollars and cents, rounded half-up (a half cent
+    goes away from zero, for negative adjustments too)."""
+    if isinstance(picos, bool) or not isinstance(picos, int):
+        raise TypeError("amounts to invoice must be integer pico-dollars")
+    return Decimal(picos).scaleb(-COST_PLACES).quantize(_CENT, rounding=ROUND_HALF_UP)

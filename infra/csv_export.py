@@ -13,6 +13,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -30,6 +31,8 @@ def csv_safe(value: Any) -> str:
     """The cell's text, defused if a spreadsheet would evaluate it."""
     if value is None:
         return ""
+    if type(value) in (int, Decimal):
+        return str(value)  # a number, negative ones too, is never a formula
     text = value if type(value) is str else str(value)
     return "'" + text if text[:1] in FORMULA_STARTS else text
 

@@ -201,10 +201,22 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # late (a reaped lease, a dead-letter replay) still land in their hour.
 USAGE_ROLLUP_INTERVAL_SECONDS = env_int("OPENCLAW_ROLLUP_INTERVAL_SECONDS", 300, minimum=10)
 USAGE_ROLLUP_GRACE_SECONDS = env_int("OPENCLAW_ROLLUP_GRACE_SECONDS", 7200, minimum=600)
+# Monthly billing reports (billing/reports.py, docs/billing.md): drafts refreshed every
+# interval; a month's report becomes final BILLING_GRACE_SECONDS after the month ends.
+BILLING_REPORT_INTERVAL_SECONDS = env_int("OPENCLAW_BILLING_REPORT_INTERVAL_SECONDS", 300, minimum=10)
+BILLING_GRACE_SECONDS = env_int("OPENCLAW_BILLING_GRACE_SECONDS", 6 * 3600, minimum=600)
 CELERY_BEAT_SCHEDULE = {
     "rollup-usage": {
         "task": "billing.tasks.rollup_usage",
         "schedule": USAGE_ROLLUP_INTERVAL_SECONDS,
+    },
+    "refresh-billing-reports": {
+        "task": "billing.tasks.refresh_billing_reports",
+        "schedule": BILLING_REPORT_INTERVAL_SECONDS,
+    },
+    "reconcile-billing": {
+        "task": "billing.tasks.reconcile_billing",
+        "schedule": 86400,
     },
     "purge-playground-keys": {
         "task": "tenants.tasks.purge_playground_keys",
@@ -249,6 +261,15 @@ if USAGE_ROLLUP_GRACE_SECONDS < GATEWAY["BUDGET_LEASE_SECONDS"] + 2 * USAGE_ROLL
         "OPENCLAW_ROLLUP_GRACE_SECONDS must be at least OPENCLAW_BUDGET_LEASE_SECONDS + "
         "2 x OPENCLAW_ROLLUP_INTERVAL_SECONDS + 300 (records written late must still reach their hour's rollup), "
         f"got {USAGE_ROLLUP_GRACE_SECONDS}"
+    )
+# A month's report is final only once its last hours can no longer move in the rollups:
+# after the rollup grace window, which itself outlasts a lease's expiry, plus a refresh.
+if BILLING_GRACE_SECONDS <= (USAGE_ROLLUP_GRACE_SECONDS + GATEWAY["BUDGET_LEASE_SECONDS"]
+                             + BILLING_REPORT_INTERVAL_SECONDS):
+    raise ImproperlyConfigured(
+        "OPENCLAW_BILLING_GRACE_SECONDS must be longer than OPENCLAW_ROLLUP_GRACE_SECONDS + "
+        "OPENCLAW_BUDGET_LEASE_SECONDS + OPENCLAW_BILLING_REPORT_INTERVAL_SECONDS (a report must not become final "
+        f"while its month's rollups may still change), got {BILLING_GRACE_SECONDS}"
     )
 
 # --- Failed logins: API-key throttling, admin lockout, client addresses ------------------

@@ -1,4 +1,4 @@
-"""Upgrading to hourly rollups (billing 0007): the usage already recorded is rolled up
+"""Upgrading to hourly rollups (billing 0007; 0008 adds the prices applied): the usage already recorded is rolled up
 by hour, and the daily rollups are rebuilt from it in exact pico-dollars."""
 from __future__ import annotations
 
@@ -48,3 +48,31 @@ def test_the_upgrade_rolls_up_existing_usage_by_hour_and_rebuilds_the_days_exact
         (D + timedelta(hours=h), 100, 10 * 10 ** 12) for h in range(3)]
     [day] = UsageDailyRollup.objects.all()
     assert (day.day, day.requests, day.prompt_tokens, day.cost_usd) == (D.date(), 300, 300, Decimal("30"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reports_upgrade_rebuilds_the_rollups_by_the_prices_applied(issued_key):
+    from billing.rollups import usage_rollup_hours
+
+    old = _migrate([("billing", "0007_usage_hourly_rollups")])
+    try:
+        key = issued_key.api_key
+        record = old.get_model("billing", "UsageRecord")
+        record.objects.bulk_create([
+            record(request_id=uuid.uuid4(), org_id=key.org_id, api_key_id=key.pk, requested_model="m",
+                   status="completed", cost_usd=Decimal("0.5"), started_at=D, ended_at=D,
+                   input_price_per_mtok=Decimal(price), output_price_per_mtok=Decimal("2"))
+            for price in ("1", "1", "0.75")
+        ])
+        models = (record, old.get_model("billing", "UsageRollup"), old.get_model("billing", "UsageDailyRollup"))
+        usage_rollup_hours(D, D + timedelta(hours=1), models=models)
+        assert old.get_model("billing", "UsageRollup").objects.count() == 1  # no prices yet
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    from billing.models import UsageRollup
+
+    assert sorted(UsageRollup.objects.values_list("input_price_per_mtok", "requests", "cost_picos")) == [
+        (Decimal("0.75"), 1, 5 * 10 ** 11), (Decimal("1"), 2, 10 ** 12)]

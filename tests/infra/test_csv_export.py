@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from decimal import Decimal
+
 import pytest
 
 from infra.csv_export import csv_lines, csv_safe, stream_csv
@@ -16,6 +18,11 @@ from infra.csv_export import csv_lines, csv_safe, stream_csv
 ])
 def test_cells_a_spreadsheet_would_evaluate_get_a_quote(cell, expected):
     assert csv_safe(cell) == expected
+
+
+@pytest.mark.parametrize("number, expected", [(-12, "-12"), (Decimal("-3.00"), "-3.00"), (Decimal("0.50"), "0.50")])
+def test_numbers_negative_ones_too_are_written_as_they_are(number, expected):
+    assert csv_safe(number) == expected
 
 
 def test_lines_are_quoted_csv():

@@ -11,6 +11,7 @@ URL arguments other than the org come from SAMPLES: a new argument name needs a 
 """
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -44,7 +45,7 @@ ORG_PAGES = _org_pages()
 
 def _sample_objects(personas):
     """One object of each kind a dashboard URL can name, in the personas' org."""
-    from billing.models import Budget, UsageRecord
+    from billing.models import BillingReport, Budget, UsageRecord
     from tenants.audit import record_event
     from tenants.models import Membership
     from tenants.services import api_key_create
@@ -56,12 +57,14 @@ def _sample_objects(personas):
                                         status="success", cost_usd=Decimal("0.001"))
     event = record_event(org=org, actor_type="system", action="sample.event")
     member = Membership.objects.get(org=org, user=personas.users["member"])
+    report = BillingReport.objects.create(org=org, month=date(2031, 11, 1))  # a draft
     return {
         "key": str(issued.api_key.public_id),
         "member": str(member.public_id),
         "budget": str(getattr(budget, "public_id", budget.pk)),
         "request_id": str(record.request_id),
         "event": str(event.public_id),
+        "report": str(report.public_id),
     }
 
 
