@@ -11,7 +11,13 @@ into a fresh, migrated database, then times what billing does with them:
 - exactness: the records' requests, tokens and cost (integer pico-dollars, billing/sums.py)
   summed per org and UTC day, against the hourly rollups and against the daily ones: OK or FAIL;
 - the overview's figures for the busiest org over the previous calendar month
-  (``billing.selectors.usage_figures`` and ``top_models``), median of 10 after a warm-up.
+  (``billing.selectors.usage_figures`` and ``top_models``), median of 10 after a warm-up;
+- the "Usage & billing" page (``usage``, billing/views/usage.py) of the busiest org for the
+  previous month (``?period=last_month``) through Django's test ``Client`` signed in as an
+  auditor of the org (``force_login``, the whole middleware stack, the template rendered):
+  median and p95 of 10 renders after 2 warm-ups, and the queries one render makes;
+- the monthly billing reports: ``billing.reports.reports_refresh`` once (the drafts, or final
+  reports once due, of the previous and the open month for every org).
 
 Databases: ``--db sqlite`` uses a file in a temporary directory; ``--db postgres`` creates its
 own database ``openclaw_bench_billing`` on the server ``DATABASE_URL`` names (dropped first,
@@ -29,7 +35,8 @@ max_tokens, 3% cancelled or client gone, 2.5% upstream errors and timeouts, 2% r
 upstream with no deployment, 0.5% internal errors). Only completed, length-stopped and cancelled
 requests cost money.
 
-Never enforces the target (the full rollup under 30 s on PostgreSQL); prints it as met or not.
+Never enforces the targets (the full rollup under 30 s on PostgreSQL, the usage page's median
+under 300 ms); prints them as met or not.
 """
 from __future__ import annotations
 
@@ -52,6 +59,8 @@ END_USERS = 400
 TARGET_S = 30.0
 INCREMENTAL_RUNS = 5
 SELECTOR_RUNS = 10
+PAGE_RUNS = 10
+PAGE_TARGET_MS = 300.0
 # name, provider, input and output price (USD per million tokens), share of requests (%).
 DEPLOYMENTS = (
     ("gpt-4o", "openai", "2.5", "10", 25),
@@ -277,6 +286,13 @@ def measure(loaded: dict) -> dict:
         samples = [_timed(call)[0] * 1000 for _ in range(SELECTOR_RUNS)]
         selector_ms[name] = statistics.median(samples)
         say(f"{name}: median {selector_ms[name]:.0f} ms")
+    page = time_usage_page(org)
+    say(f"usage page: median {page['p50']:.0f} ms, p95 {page['p95']:.0f} ms, {page['queries']} queries")
+    say("reports_refresh")
+    from billing.reports import reports_refresh
+
+    reports_s, refreshed = _timed(reports_refresh)
+    say(f"reports_refresh: {reports_s:.1f} s, {refreshed}")
     return {
         "full_s": full_s, "again_s": again_s, "hourly_rows": full.hourly_rows, "daily_rows": full.daily_rows,
         "incremental_s": statistics.median(incremental), "incremental_hours": hours,
@@ -284,7 +300,44 @@ def measure(loaded: dict) -> dict:
         "exact": exact, "org_days": len(raw), "requests": total[0], "tokens": total[1] + total[2],
         "cost_usd": str(usd_from_picos(total[3])),
         "month": f"{month_start:%Y-%m}", "month_records": month_records, "selector_ms": selector_ms,
+        "page": page, "reports_s": reports_s, "reports": refreshed,
     }
+
+
+def time_usage_page(org) -> dict:
+    """The usage page of `org` for the previous month, as an auditor of the org sees it:
+    median and p95 of PAGE_RUNS renders after 2 warm-ups, then one more counting queries."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    from tenants.models import Membership
+
+    auditor = get_user_model().objects.create(username=f"bench-auditor-{org.slug}")
+    Membership.objects.create(org=org, user=auditor, role=Membership.Role.AUDITOR)
+    client = Client()
+    client.force_login(auditor)
+    url = reverse("usage", kwargs={"org": org.slug}) + "?period=last_month"
+    say(f"timing the usage page: {url}")
+
+    def get():
+        started = time.perf_counter()
+        response = client.get(url)
+        body = response.content
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {url} answered {response.status_code}")
+        return elapsed, body
+
+    for _ in range(2):
+        get()
+    samples = [get()[0] for _ in range(PAGE_RUNS)]
+    with CaptureQueriesContext(connection) as captured:
+        _elapsed, body = get()
+    return {"url": url, "p50": statistics.median(samples), "p95": report.pct(samples, 95),
+            "queries": len(captured.captured_queries), "bytes": len(body)}
 
 
 def explain_full_rollup(first: datetime, now: datetime) -> str:
@@ -404,6 +457,13 @@ def render(results: list[dict]) -> str:
         lambda r: f(r["selector_ms"]["usage_figures"]))
     row(f"top_models, same (ms, median of {SELECTOR_RUNS})", lambda r: f(r["selector_ms"]["top_models"]))
     row("  month / its records", lambda r: f"{r['month']} / {r['month_records']:,}")
+    row(f"usage page, same org, `?period=last_month`, auditor (ms, median of {PAGE_RUNS})",
+        lambda r: f(r["page"]["p50"]))
+    row("  p95 (ms) / queries per render", lambda r: f"{f(r['page']['p95'])} / {r['page']['queries']}")
+    row(f"  median under {PAGE_TARGET_MS:.0f} ms", lambda r: report._met(r["page"]["p50"] < PAGE_TARGET_MS))
+    row("reports_refresh, all orgs, previous + open month (s, once)", lambda r: f(r["reports_s"], 1))
+    row("  orgs / reports built / finalized",
+        lambda r: f"{r['reports']['orgs']} / {r['reports']['built']} / {r['reports']['finalized']}")
     return "\n".join(lines) + "\n"
 
 
