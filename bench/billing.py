@@ -287,7 +287,8 @@ def measure(loaded: dict) -> dict:
         selector_ms[name] = statistics.median(samples)
         say(f"{name}: median {selector_ms[name]:.0f} ms")
     page = time_usage_page(org)
-    say(f"usage page: median {page['p50']:.0f} ms, p95 {page['p95']:.0f} ms, {page['queries']} queries")
+    say(f"usage page: median {page['p50']:.0f} ms, p95 {page['p95']:.0f} ms, {page['queries']} queries "
+        f"({page['sql_ms']:.0f} ms of SQL)")
     say("reports_refresh")
     from billing.reports import reports_refresh
 
@@ -337,7 +338,8 @@ def time_usage_page(org) -> dict:
     with CaptureQueriesContext(connection) as captured:
         _elapsed, body = get()
     return {"url": url, "p50": statistics.median(samples), "p95": report.pct(samples, 95),
-            "queries": len(captured.captured_queries), "bytes": len(body)}
+            "queries": len(captured.captured_queries), "bytes": len(body),
+            "sql_ms": sum(float(q["time"]) for q in captured.captured_queries) * 1000}
 
 
 def explain_full_rollup(first: datetime, now: datetime) -> str:
@@ -459,7 +461,8 @@ def render(results: list[dict]) -> str:
     row("  month / its records", lambda r: f"{r['month']} / {r['month_records']:,}")
     row(f"usage page, same org, `?period=last_month`, auditor (ms, median of {PAGE_RUNS})",
         lambda r: f(r["page"]["p50"]))
-    row("  p95 (ms) / queries per render", lambda r: f"{f(r['page']['p95'])} / {r['page']['queries']}")
+    row("  p95 (ms) / queries per render / their SQL ms", lambda r: f"{f(r['page']['p95'])} / {r['page']['queries']} / "
+                                                                 f"{f(r['page'].get('sql_ms', float('nan')))}")
     row(f"  median under {PAGE_TARGET_MS:.0f} ms", lambda r: report._met(r["page"]["p50"] < PAGE_TARGET_MS))
     row("reports_refresh, all orgs, previous + open month (s, once)", lambda r: f(r["reports_s"], 1))
     row("  orgs / reports built / finalized",
