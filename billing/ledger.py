@@ -178,6 +178,16 @@ class DatabaseLedger:
         for ref in lease.refs:
             wanted |= Q(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start)
         existing = set(BudgetCounter.objects.filter(wanted).values_list("budget_id", "subject", "window_start"))
+        unseen = {ref.rule.id for ref in lease.refs if (ref.rule.id, ref.subject, ref.window_start) not in existing}
+        if unseen:
+            # A budget deleted since this process cached its rules has no row to count
+            # against (its counters went with it): it no longer limits anything.
+            gone = unseen - set(Budget.objects.filter(pk__in=unseen).values_list("pk", flat=True))
+            if gone:
+                lease.refs = [ref for ref in lease.refs if ref.rule.id not in gone]
+                wanted = Q(pk__in=[])
+                for ref in lease.refs:
+                    wanted |= Q(budget_id=ref.rule.id, subject=ref.subject, window_start=ref.window_start)
         # A new counter starts from the usage already in its window (a budget created
         # mid-month counts the month's spend so far), as the Redis ledger's rebuild does.
         new = []

@@ -267,3 +267,21 @@ async def test_a_lease_settled_while_its_extension_is_in_flight_is_not_put_back(
     assert await books._redis.zcard(books._leases) == 0
     [state] = await books.snapshot(counter_refs([rule], end_user="", at=now))
     assert (state.spent_tokens, state.reserved_tokens) == (50, 0)
+
+
+async def test_a_budget_deleted_since_its_rules_were_cached_limits_nothing_and_breaks_nothing(org, issued_key):
+    """A gateway process may still hold a deleted budget's rule for a moment (until its
+    caches refresh): the database ledger must admit and bill the request, not fail it."""
+    books = DatabaseLedger()
+    kept = await Budget.objects.acreate(org=org, name="kept", window="month", limit_usd=Decimal("1"))
+    deleted = await Budget.objects.acreate(org=org, name="deleted", window="month", limit_usd=Decimal("1"))
+    rules = [await asyncio.to_thread(rule_of, kept), await asyncio.to_thread(rule_of, deleted)]
+    await deleted.adelete()
+    now = timezone.now()
+    lease = plan_lease(request_id=uuid.uuid4(), org_id=org.pk, refs=counter_refs(rules, end_user="", at=now),
+                       prices=PRICES, prompt_tokens=10, max_tokens=100, usage={})
+    await books.reserve(lease)
+    assert [ref.rule.id for ref in lease.refs] == [kept.pk]
+    await settle(books, lease, cost=Decimal("0.001"), tokens=50, issued_key=issued_key, at=now)
+    [state] = await books.snapshot(counter_refs([rules[0]], end_user="", at=now))
+    assert (state.spent_nanos, state.reserved_nanos) == (1_000_000, 0)
