@@ -36,7 +36,7 @@ def set_budget(stack: Stack, *, limit_usd: str, name: str) -> int:
         "org = Organization.objects.get(slug='demo'); Budget.objects.filter(org=org).delete(); "
         f"print(Budget.objects.create(org=org, name={name!r}, window='month', limit_usd=Decimal({limit_usd!r})).pk)"
     )
-    return int(stack.manage("shell", "-c", script).strip().splitlines()[-1])
+    return int(stack.configure(script).strip().splitlines()[-1])
 
 
 def clear_usage(stack: Stack) -> None:
@@ -273,8 +273,7 @@ async def test_a_filtered_budget_reroutes_at_rate_card_prices_over_real_sockets(
         "b = Budget.objects.create(org=org, name='org monthly', window='month', limit_usd=Decimal('5')); "
         "RateCard.objects.create(org=org, multiplier=Decimal('0.5')); print(b.pk)"
     )
-    org_budget = int((await asyncio.to_thread(budget_stack.manage, "shell", "-c", script)).strip().splitlines()[-1])
-    await asyncio.sleep(1.1)  # budgets, routes and prices are cached for a second
+    org_budget = int((await asyncio.to_thread(budget_stack.configure, script)).strip().splitlines()[-1])
     ws = await authed_socket(budget_stack.url(), budget_stack.api_key, max_size=None)
     await send_frame(ws, {"type": "llm_request", "request_id": "p", "model": "premium",
                           "prompt": "summarise [[mock tokens=10]]", "parameters": {"max_tokens": 20}})
@@ -311,7 +310,7 @@ def set_key_budget(stack: Stack, *, limit_usd: str, name: str) -> int:
         f"print(Budget.objects.create(org=key.org, name={name!r}, scope='key', api_key=key, window='lifetime', "
         f"limit_usd=Decimal({limit_usd!r})).pk)"
     )
-    return int(stack.manage("shell", "-c", script).strip().splitlines()[-1])
+    return int(stack.configure(script).strip().splitlines()[-1])
 
 
 async def retrying_burst(urls: list[str], key: str, *, connections: int, per_connection: int, prompt: str,
@@ -371,7 +370,6 @@ def worst_case(start: dict) -> Decimal:
 async def assert_burst_spends_the_budget(stack: Stack, urls: list[str]) -> None:
     await asyncio.to_thread(clear_usage, stack)
     budget_id = await asyncio.to_thread(set_key_budget, stack, limit_usd=str(BURST_LIMIT), name="trial key")
-    await asyncio.sleep(1.1)  # budgets are cached for a second
     finals, retried = await retrying_burst(urls, stack.api_key, connections=6, per_connection=8,
                                            prompt=BURST_PROMPT, max_tokens=40)
     served = [f for f in finals.values() if f["type"] == "llm_response_end"]

@@ -91,8 +91,7 @@ async def test_disabling_a_deployment_is_seen_by_every_process_within_a_second(s
     toggle = ("from catalog.models import Deployment; "
               "Deployment.objects.filter(name='claude-3-opus').update(enabled={})")
     try:
-        await asyncio.to_thread(stack.manage, "shell", "-c", toggle.format(False))
-        await asyncio.sleep(1.1)
+        await asyncio.to_thread(stack.configure, toggle.format(False))
         for i, ws in enumerate(sockets):
             await send_frame(ws, {**request, "request_id": f"after-{i}"})
             error = (await collect(ws))[f"after-{i}"][-1]
@@ -114,8 +113,7 @@ async def test_a_route_edit_is_seen_by_every_gateway_process_without_restart(sta
     request = {"type": "llm_request", "model": "best_available_general",
                "prompt": "x [[mock tokens=2 rate=0 ttft_ms=0]]"}
     for step, deployment in enumerate(("gpt-4-turbo", "claude-3-opus")):
-        await asyncio.to_thread(stack.manage, "shell", "-c", make_route.format(deployment))
-        await asyncio.sleep(1.1)
+        await asyncio.to_thread(stack.configure, make_route.format(deployment))
         for i, ws in enumerate(sockets):
             rid = f"route-{step}-{i}"
             await send_frame(ws, {**request, "request_id": rid})

@@ -64,7 +64,7 @@ async def test_clamps_truncation_and_the_throttle_over_real_sockets(stack):
         "limit_usd=Decimal('0.02'), soft_threshold_percent=1, throttle_rpm=2); "
         "print(issued.raw)"
     )
-    key = (await asyncio.to_thread(stack.manage, "shell", "-c", script)).strip().splitlines()[-1]
+    key = (await asyncio.to_thread(stack.configure, script)).strip().splitlines()[-1]
     try:
         ws = await websockets.connect(stack.url())
         await send_frame(ws, {"type": "auth", "token": key})

@@ -22,6 +22,10 @@ from tests.support.mockllm import REPO_ROOT
 # Variables of the test process that must not leak into the stack's processes.
 _PRIVATE_ENV = ("DJANGO_SETTINGS_MODULE", "OPENCLAW_TEST_DB_NAME", "PYTEST_CURRENT_TEST")
 
+# Gateway processes see a committed configuration change within one second
+# (gateway/freshness.py; docs/operations.md, "Caches and how fast changes apply").
+CONFIG_APPLIES_SECONDS = 1.1
+
 
 def free_port() -> int:
     with closing(socket.socket()) as sock:
@@ -82,6 +86,13 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
+
+    def configure(self, script: str) -> str:
+        """Run `script` in `manage.py shell` and wait until every gateway process of the
+        stack applies what it changed; returns what it printed."""
+        output = self.manage("shell", "-c", script)
+        time.sleep(CONFIG_APPLIES_SECONDS)
+        return output
 
     def prepare(self) -> "Stack":
         self.manage("migrate", "--noinput", "-v", "0")
