@@ -93,6 +93,13 @@ class UsageRecord(models.Model):
         return self.prompt_tokens + self.completion_tokens
 
 
+# Requests that ended in an error (the gateway's, upstream's, or a refusal before upstream),
+# and requests the client ended: the "errors" and "cancelled" every usage figure shows.
+ERROR_STATUSES = (UsageRecord.Status.UPSTREAM_ERROR, UsageRecord.Status.UPSTREAM_TIMEOUT,
+                  UsageRecord.Status.REJECTED, UsageRecord.Status.INTERNAL_ERROR, UsageRecord.Status.GATEWAY_LOST)
+CANCELLED_STATUSES = (UsageRecord.Status.CANCELLED, UsageRecord.Status.CLIENT_GONE)
+
+
 class UsageRollup(models.Model):
     """Usage of one UTC hour by every dimension a breakdown asks for (billing/rollups.py).
 
@@ -279,6 +286,75 @@ class UsageDailyRollup(models.Model):
     @property
     def cost_usd(self) -> Decimal:
         return Decimal(self.cost_picos).scaleb(-COST_PLACES)
+
+
+class UsageSums(models.Model):
+    """The sums every derived usage table holds; cost as an exact integer of pico-dollars."""
+
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_picos = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
+
+
+class UsageHourTotal(UsageSums):
+    """One org's usage in one UTC hour, every dimension summed: the usage page's figures
+    and chart read ~720 of these for a month instead of the detailed hourly rollups
+    (which barely compress: docs/benchmarks.md, "Billing rollups"). Rebuilt from the
+    hourly rollups in the same transaction (billing/rollups.py)."""
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+", db_constraint=False,
+                            db_index=False)
+    hour = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "hour"], name="uniq_usage_hour_total")]
+
+
+class UsageDayFacet(UsageSums):
+    """One org's usage in one UTC day for one value of one breakdown (a model, an API key,
+    an end user, a route): the usage page's breakdowns read these for the whole days of a
+    period and the detailed hourly rollups only for its partial days. Rebuilt from the
+    hourly rollups in the same transaction (billing/rollups.py)."""
+
+    class Facet(models.TextChoices):
+        MODEL = "model", "Model"  # value: the deployment that served, else the model asked for
+        KEY = "key", "API key"  # value: the API key's id
+        END_USER = "end_user", "End user"  # value: metadata.user_id, "" for none
+        ROUTE = "route", "Route"  # value: the route's id, "" for a model asked for directly
+
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+", db_constraint=False,
+                            db_index=False)
+    facet = models.CharField(max_length=10, choices=Facet.choices)
+    day = models.DateField()
+    value = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            # Serves WHERE org_id = ? AND facet = ? AND day >= ? AND day < ?.
+            models.UniqueConstraint(fields=["org", "facet", "day", "value"], name="uniq_usage_day_facet"),
+        ]
+
+
+class RollupProgress(models.Model):
+    """One row: `rolled_up_before` — every hour before it was rebuilt after it had ended,
+    by runs that left no gap (billing/rollups.py). Figures read rollups before it and the
+    usage records themselves from it on (billing/selectors.py), so they are never behind."""
+
+    rolled_up_before = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "rollup progress"
 
 
 class Budget(models.Model):

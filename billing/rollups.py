@@ -1,5 +1,9 @@
 """Usage rollups: exact hourly aggregates of the usage records by every dimension
-(`UsageRollup`), and the daily ones derived from them (`UsageDailyRollup`).
+(`UsageRollup`), and the tables derived from them in the same transaction: per org and
+UTC day by key and deployment (`UsageDailyRollup`), per org and hour with every
+dimension summed (`UsageHourTotal`), and per org, UTC day and breakdown value
+(`UsageDayFacet`: by model, key, end user, route) — the last two so that the usage
+page reads a month in a few thousand rows rather than the detailed hourly ones.
 
 A request belongs to the hour of its `started_at` (UTC). `usage_rollup_hours`
 rebuilds whole hours: in one transaction it deletes their rollup rows and inserts
@@ -11,6 +15,13 @@ every hour back to the grace window on each run: a record written late (a lease
 reaped after its process died, a dead-letter replay) lands in its own hour as long as
 it arrives within `USAGE_ROLLUP_GRACE_SECONDS`; `manage.py rollup_usage` rebuilds any
 older range. Costs are integer pico-dollars (billing/sums.py): exact on SQLite too.
+
+`RollupProgress.rolled_up_before` says how far the rollups can be trusted: a rebuild
+that starts at or before it (no gap) moves it to the end of what it rebuilt, up to the
+open hour, which is never "before" it. Beat's run (`usage_rollup_recent`) starts at the
+grace window or, after beat was down for longer, at that mark, so it catches up on its
+own. The dashboard's figures read the rollups before the mark and the usage records from
+it on (billing/selectors.py).
 
 Two rebuilds never interleave: on PostgreSQL each takes a transaction-level advisory
 lock first; SQLite lets one writer at a time. (Without it, READ COMMITTED would let a
@@ -24,9 +35,13 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Count, DateField, DateTimeField, Func, Sum, Value
+from django.db.models import (BigIntegerField, CharField, Count, DateField, DateTimeField, F, Func, Q, Sum,
+                              Value)
+from django.db.models.functions import Cast, Coalesce, NullIf
+
 from django.utils import timezone
 
+from billing.models import CANCELLED_STATUSES, ERROR_STATUSES
 from billing.sums import cost_picos
 
 HOUR = timedelta(hours=1)
@@ -86,22 +101,27 @@ def _floor_day(moment: datetime) -> datetime:
     return floor_hour(moment).replace(hour=0)
 
 
-def usage_rollup_hours(start: datetime, end: datetime, *, models=None) -> RollupRun:
+def _current_models() -> tuple:
+    from billing.models import (RollupProgress, UsageDailyRollup, UsageDayFacet, UsageHourTotal, UsageRecord,
+                                UsageRollup)
+    return (UsageRecord, UsageRollup, UsageDailyRollup, UsageHourTotal, UsageDayFacet, RollupProgress)
+
+
+def usage_rollup_hours(start: datetime, end: datetime, *, models=None, now: datetime | None = None) -> RollupRun:
     """Rebuild the hourly rollups of every whole hour in [start, end) (start rounded down,
-    end up, to the hour) and the daily rollups of the UTC days they touch. One
-    transaction; idempotent. `models` (usage, hourly, daily model classes) lets a
-    migration pass its historical models."""
+    end up, to the hour), the hour totals of those hours, and the daily rollups and day
+    facets of the UTC days they touch; move `RollupProgress` on when the range leaves no
+    gap. One transaction; idempotent. `models` lets a migration pass its historical
+    models: (usage, hourly, daily), optionally followed by (hour totals, day facets,
+    progress). `now` (default: the clock) stamps the rows and bounds the progress mark."""
     if timezone.is_naive(start) or timezone.is_naive(end):
         raise ValueError("start and end must be aware datetimes")
     start, end = floor_hour(start), ceil_hour(end)
     if start >= end:
         raise ValueError(f"empty period: {start.isoformat()} is not before {end.isoformat()}")
-    if models is None:
-        from billing.models import UsageDailyRollup, UsageRecord, UsageRollup
-        models = (UsageRecord, UsageRollup, UsageDailyRollup)
-    usage, hourly, daily = models
+    usage, hourly, daily, totals, facets, progress = (tuple(models) + (None,) * 3)[:6] if models else _current_models()
     first_day, ceil_day = _floor_day(start), _floor_day(end - HOUR) + DAY
-    now = timezone.now()
+    now = now or timezone.now()
 
     dimensions = ["org", "rollup_hour", "api_key", "deployment", "deployment_name", "end_user", "requested_model",
                   "via_route", "status", "input_price_per_mtok", "output_price_per_mtok"]
@@ -132,7 +152,75 @@ def usage_rollup_hours(start: datetime, end: datetime, *, models=None) -> Rollup
         hourly_rows = _insert_select(hourly, by_hour)
         daily.objects.filter(day__gte=first_day.date(), day__lt=ceil_day.date()).delete()
         daily_rows = _insert_select(daily, by_day)
+        if totals is not None:
+            _rebuild_hour_totals(hourly, totals, start, end, now)
+            _rebuild_day_facets(hourly, facets, first_day, ceil_day, now)
+            _advance_progress(progress, start, end, now)
     return RollupRun(start=start, end=end, hourly_rows=hourly_rows, daily_rows=daily_rows)
+
+
+def _sums(now: datetime) -> dict:
+    """The sums of hourly rollup rows, named for `_insert_select`."""
+    return dict(
+        rollup_requests=Sum("requests"),
+        rollup_errors=Coalesce(Sum("requests", filter=Q(status__in=ERROR_STATUSES)), 0),
+        rollup_cancelled=Coalesce(Sum("requests", filter=Q(status__in=CANCELLED_STATUSES)), 0),
+        rollup_prompt=Sum("prompt_tokens"),
+        rollup_completion=Sum("completion_tokens"),
+        rollup_picos=Sum("cost_picos", output_field=BigIntegerField()),
+        rollup_updated=Value(now, output_field=DateTimeField()),
+    )
+
+
+def _rebuild_hour_totals(hourly, totals, start: datetime, end: datetime, now: datetime) -> None:
+    totals.objects.filter(hour__gte=start, hour__lt=end).delete()
+    _insert_select(totals, hourly.objects.filter(hour__gte=start, hour__lt=end).order_by()
+                   .values("org", "hour").annotate(**_sums(now)))
+
+
+# What each breakdown groups by, as an expression over an hourly rollup row or a usage
+# record (the same field names): billing/selectors.py groups by the same expressions.
+FACET_VALUES = {
+    "model": lambda: Coalesce(NullIf(F("deployment_name"), Value("")), F("requested_model")),
+    "key": lambda: Cast(F("api_key_id"), CharField()),
+    "end_user": lambda: F("end_user"),
+    "route": lambda: Coalesce(Cast(F("via_route_id"), CharField()), Value("")),
+}
+
+
+def _rebuild_day_facets(hourly, facets, first_day: datetime, ceil_day: datetime, now: datetime) -> None:
+    facets.objects.filter(day__gte=first_day.date(), day__lt=ceil_day.date()).delete()
+    rows = hourly.objects.filter(hour__gte=first_day, hour__lt=ceil_day).order_by()
+    for facet, value in FACET_VALUES.items():
+        _insert_select(facets, rows.annotate(rollup_day=DayUTC("hour"), facet_name=Value(facet),
+                                             facet_value=value())
+                       .values("org", "rollup_day", "facet_name", "facet_value").annotate(**_sums(now)))
+
+
+def _advance_progress(progress, start: datetime, end: datetime, now: datetime) -> None:
+    """Hours before `end` are trusted once rebuilt, if this range starts where the trusted
+    ones end (or before); the open hour never is."""
+    state, _ = progress.objects.get_or_create(pk=1)
+    mark = state.rolled_up_before
+    if mark is not None and start <= mark:
+        reached = min(end, floor_hour(now))
+        if reached > mark:
+            state.rolled_up_before = reached
+            state.save(update_fields=["rolled_up_before"])
+
+
+def rolled_up_before() -> datetime | None:
+    """Where the trusted rollups end (None: nothing trusted; read the usage records)."""
+    from billing.models import RollupProgress
+    return RollupProgress.objects.filter(pk=1).values_list("rolled_up_before", flat=True).first()
+
+
+def start_progress(progress, usage, now: datetime) -> None:
+    """Mark the rollups trusted from the first usage record on (or from now, with none),
+    for a rebuild starting there to move on from: a migration's, once it rebuilt
+    everything."""
+    first = usage.objects.order_by("started_at").values_list("started_at", flat=True).first()
+    progress.objects.update_or_create(pk=1, defaults={"rolled_up_before": floor_hour(first or now)})
 
 
 def lock_rollups() -> None:
@@ -146,10 +234,18 @@ def lock_rollups() -> None:
 
 
 def usage_rollup_recent(*, now: datetime | None = None, grace_seconds: int | None = None) -> RollupRun:
-    """What beat runs: the open hour and every hour back to `now - grace`."""
+    """What beat runs: the open hour and every hour back to `now - grace`, or back to
+    where the trusted rollups end when that is earlier (beat was down), so the run
+    catches up; with nothing trusted yet, from the first usage record."""
     now = now or timezone.now()
     grace = settings.USAGE_ROLLUP_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    return usage_rollup_hours(now - timedelta(seconds=grace), floor_hour(now) + HOUR)
+    start = now - timedelta(seconds=grace)
+    mark = rolled_up_before()
+    if mark is None:
+        from billing.models import RollupProgress, UsageRecord
+        start_progress(RollupProgress, UsageRecord, now)
+        mark = rolled_up_before()
+    return usage_rollup_hours(min(start, mark), floor_hour(now) + HOUR, now=now)
 
 
 # Rollup column of each name the SELECTs above produce (a field's name, or an annotation's).
@@ -158,6 +254,8 @@ _COLUMNS = {
     "deployment_name": "deployment_name", "end_user": "end_user", "requested_model": "requested_model",
     "status": "status", "input_price_per_mtok": "input_price_per_mtok",
     "output_price_per_mtok": "output_price_per_mtok", "rollup_hour": "hour", "rollup_day": "day", "rollup_requests": "requests",
+    "rollup_errors": "errors", "rollup_cancelled": "cancelled", "hour": "hour", "facet_name": "facet",
+    "facet_value": "value",
     "rollup_prompt": "prompt_tokens", "rollup_completion": "completion_tokens", "rollup_picos": "cost_picos",
     "rollup_updated": "updated_at",
 }

@@ -9,6 +9,7 @@ from django.utils import timezone as django_timezone
 
 from billing import selectors
 from billing.budget_status import budget_statuses
+from billing.rollups import rolled_up_before
 from tenants.access import EVERYONE, org_view
 
 
@@ -33,7 +34,10 @@ def _periods(now: datetime) -> dict[str, Period]:
 def overview(request):
     now = django_timezone.now().astimezone(timezone.utc)
     org = request.org
-    periods = {name: replace(period, figures=selectors.usage_figures(org=org, start=period.start, end=period.end))
+    mark = rolled_up_before()
+    mtd = selectors.month_to_date(org=org, now=now, mark=mark)  # the usage page's month-to-date, the same call
+    periods = {name: replace(period, figures=mtd.figures if name == "month" else
+                             selectors.usage_figures(org=org, start=period.start, end=period.end))
                for name, period in _periods(now).items()}
     month = periods["month"]
     context = {
@@ -43,7 +47,7 @@ def overview(request):
         "today": periods["today"].figures,
         "month": month.figures,
         "month_start": month.start,
-        "top_models": selectors.top_models(org=org, start=month.start, end=month.end, limit=5),
+        "top_models": selectors.top_models(org=org, start=month.start, end=month.end, limit=5, mark=mark),
         "budget_statuses": budget_statuses(org, budgets=selectors.org_budgets(org=org)),
     }
     return render(request, "billing/overview.html", context)

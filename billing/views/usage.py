@@ -1,7 +1,7 @@
 """The "Usage & billing" page: spend, tokens and requests of a period in the org's time
 zone, as a chart and four breakdowns, month-to-date with a projection, and every table
-as CSV (templates/billing/usage.html). Everything is read from the hourly rollups
-(billing/selectors.py)."""
+as CSV (templates/billing/usage.html). Everything is read through billing/selectors.py
+(rollups before their mark, usage records after)."""
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.dateformat import format as date_format
 
 from billing import selectors
+from billing.rollups import rolled_up_before
 from billing.charts import Bar, bar_chart, count_axis, usd_axis
 from billing.periods import PRESETS, UsagePeriodForm
 from catalog.money import display_usd, format_usd
@@ -62,14 +63,18 @@ def _series_bars(series, period):
     return spend, requests
 
 
-def _usage_context(org, period):
-    figures = selectors.rollup_figures(org=org, start=period.start, end=period.end)
-    series = selectors.usage_series(org=org, start=period.start, end=period.end, grain=period.grain, tz=period.tz)
+def _usage_context(org, period, mark):
+    series = selectors.usage_series(org=org, start=period.start, end=period.end, grain=period.grain, tz=period.tz,
+                                    mark=mark)
+    figures = selectors.ZERO
+    for point in series:
+        figures = selectors.add_figures(figures, point.figures)
     spend_bars, request_bars = _series_bars(series, period)
     grain = "hour" if period.grain == "hour" else "day"
+    found = selectors.breakdowns(org=org, start=period.start, end=period.end, names=tuple(TABLES), mark=mark)
     tables = []
     for name, (column, heading) in TABLES.items():
-        rows = selectors.BREAKDOWNS[name](org=org, start=period.start, end=period.end)
+        rows = found[name]
         tables.append({"name": name, "column": column, "heading": heading, "rows": rows[:PAGE_ROWS],
                        "more": max(0, len(rows) - PAGE_ROWS)})
     return {
@@ -85,10 +90,11 @@ def _usage_context(org, period):
 def _render(request, form, period, tz_form, status=200):
     org = request.org
     now = timezone.now()
+    mark = rolled_up_before()  # one cut for every read of the page
     context = {"section": "usage", "form": form, "period": period, "presets": PRESETS, "tz_form": tz_form,
-               "mtd": selectors.month_to_date(org=org, now=now), "now": now}
+               "mtd": selectors.month_to_date(org=org, now=now, mark=mark), "now": now}
     if period is not None:
-        context.update(_usage_context(org, period))
+        context.update(_usage_context(org, period, mark))
         context["period_query"] = urlencode(period.as_query())
     return render(request, "billing/usage.html", context, status=status)
 

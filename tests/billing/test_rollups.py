@@ -15,8 +15,9 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 
 from billing import tasks
-from billing.models import UsageDailyRollup, UsageRecord, UsageRollup
-from billing.rollups import usage_rollup_hours, usage_rollup_recent
+from billing.models import (RollupProgress, UsageDailyRollup, UsageDayFacet, UsageHourTotal, UsageRecord,
+                            UsageRollup)
+from billing.rollups import rolled_up_before, usage_rollup_hours, usage_rollup_recent
 from billing.services import usage_records_write
 from catalog.models import Route
 from tenants.services import api_key_create
@@ -215,3 +216,54 @@ def test_platform_operators_see_both_rollups_in_the_admin_with_exact_costs(issue
         page = client.get(url)
         assert page.status_code == 200, url
         assert '<td class="field-cost">1</td>' in page.content.decode(), url
+
+
+def test_hour_totals_and_day_facets_sum_the_detailed_rollups_exactly(issued_key, org):
+    route = Route.objects.create(org=org, alias="smart")
+    for hours in range(0, 60, 3):
+        write(issued_key, 1 + hours % 4, started_at=D + timedelta(hours=hours, minutes=7), end_user=f"u{hours % 5}",
+              status=("completed", "upstream_error", "cancelled", "client_gone")[hours % 4],
+              via_route_id=route.pk if hours % 2 else None, cost_usd=Decimal("0.1") + Decimal(hours).scaleb(-12))
+    usage_rollup_hours(D, D + timedelta(days=3))
+    for hour, requests, errors, cancelled, picos in UsageHourTotal.objects.values_list(
+            "hour", "requests", "errors", "cancelled", "cost_picos"):
+        records = UsageRecord.objects.filter(started_at__gte=hour, started_at__lt=hour + timedelta(hours=1))
+        assert requests == records.count()
+        assert errors == records.filter(status="upstream_error").count()
+        assert cancelled == records.filter(status__in=["cancelled", "client_gone"]).count()
+        assert picos == sum(int(r.cost_usd * PICO) for r in records)
+    days = defaultdict(lambda: defaultdict(int))
+    for facet, day, value, requests, picos in UsageDayFacet.objects.values_list(
+            "facet", "day", "value", "requests", "cost_picos"):
+        days[(facet, day)]["requests"] += requests
+        days[(facet, day)]["picos"] += picos
+        if facet == "end_user":
+            assert requests == UsageRecord.objects.filter(started_at__date=day, end_user=value).count()
+        if facet == "route":
+            assert value in ("", str(route.pk))
+    assert {facet for facet, _ in days} == {"model", "key", "end_user", "route"}
+    for (facet, day), sums in days.items():
+        records = UsageRecord.objects.filter(started_at__date=day)
+        assert sums == {"requests": records.count(), "picos": sum(int(r.cost_usd * PICO) for r in records)}, facet
+
+
+def test_the_mark_moves_on_only_without_a_gap_and_beat_catches_up_after_being_down(issued_key):
+    RollupProgress.objects.create(pk=1, rolled_up_before=D)
+    usage_rollup_hours(D + timedelta(hours=2), D + timedelta(hours=5), now=D + timedelta(days=1))
+    assert rolled_up_before() == D  # [D, D+2h) was not rebuilt: still not trusted
+    usage_rollup_hours(D, D + timedelta(hours=3), now=D + timedelta(hours=2, minutes=30))
+    assert rolled_up_before() == D + timedelta(hours=2)  # the open hour is never trusted
+    # Beat was down for a day; a record from then arrived late. The next run starts at the mark.
+    write(issued_key, started_at=D + timedelta(hours=6))
+    now = D + timedelta(days=1, hours=3, minutes=20)
+    run = usage_rollup_recent(now=now, grace_seconds=7200)
+    assert run.start == D + timedelta(hours=2)
+    assert UsageHourTotal.objects.get().hour == D + timedelta(hours=6)
+    assert rolled_up_before() == D + timedelta(days=1, hours=3)
+
+
+def test_the_first_beat_run_starts_from_the_first_usage_record(issued_key):
+    write(issued_key, started_at=D + timedelta(hours=1, minutes=5))
+    usage_rollup_recent(now=D + timedelta(days=2, minutes=1), grace_seconds=7200)
+    assert UsageRollup.objects.get().hour == D + timedelta(hours=1)
+    assert rolled_up_before() == D + timedelta(days=2)

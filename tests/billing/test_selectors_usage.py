@@ -1,6 +1,6 @@
-"""The usage page's selectors (billing/selectors.py, from the hourly rollups): exact and
-equal to the raw usage sums; local days of the org's time zone; month to date equal to
-the overview's "this month" once the rollup has run; the projection."""
+"""The usage page's selectors (billing/selectors.py: rollups before their mark, usage
+records after): exact and equal to the raw usage sums wherever the mark is; local days of
+the org's time zone; month to date; the projection."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from billing import selectors
-from billing.models import UsageRecord
+from billing.models import RollupProgress, UsageRecord
 from billing.rollups import usage_rollup_hours
 from catalog.models import Route
 from tenants.services import api_key_create
@@ -29,8 +29,11 @@ def add(org, key, count=1, *, at, **fields):
     UsageRecord.objects.bulk_create([UsageRecord(**values) for _ in range(count)])
 
 
-def roll(start=D - timedelta(days=40), end=D + timedelta(days=40)):
-    usage_rollup_hours(start, end)
+def roll(start=D - timedelta(days=40), end=D + timedelta(days=40), *, now=None):
+    """Roll [start, end) up as beat would have by `now` (default `end`): the rollups are
+    then trusted up to the hour `now` falls in."""
+    RollupProgress.objects.update_or_create(pk=1, defaults={"rolled_up_before": start})
+    usage_rollup_hours(start, end, now=now or end)
 
 
 @pytest.fixture
@@ -49,13 +52,13 @@ def test_breakdowns_sum_exactly_to_the_raw_usage_with_errors_and_cancelled_apart
     roll()
     start, end = D, D + timedelta(days=1)
     raw = selectors.usage_figures(org=org, start=start, end=end)
-    assert selectors.rollup_figures(org=org, start=start, end=end) == raw
+    assert selectors.period_figures(org=org, start=start, end=end) == raw
     assert raw.cost_usd == Decimal("100.000000000002") and raw.errors == 3 and raw.cancelled == 2
     for name, breakdown in selectors.BREAKDOWNS.items():
         rows = breakdown(org=org, start=start, end=end)
         total = selectors.ZERO
         for row in rows:
-            total = selectors._add(total, row.figures)
+            total = selectors.add_figures(total, row.figures)
         assert total == raw, name
     by_model = {row.label: row.figures for row in selectors.usage_by_model(org=org, start=start, end=end)}
     assert by_model["gpt-4o-east"].requests == 1003 and by_model["gpt-4o-east"].errors == 3
@@ -72,7 +75,7 @@ def test_another_orgs_usage_is_not_counted(org, other_org, key):
     add(other_org, api_key_create(org=other_org, name="k").api_key, 5, at=D)
     add(org, key, 1, at=D)
     roll()
-    assert selectors.rollup_figures(org=org, start=D, end=D + timedelta(days=1)).requests == 1
+    assert selectors.period_figures(org=org, start=D, end=D + timedelta(days=1)).requests == 1
     assert [row.figures.requests for row in selectors.usage_by_model(org=org, start=D, end=D + timedelta(days=1))] == [1]
 
 
@@ -108,16 +111,18 @@ def test_day_buckets_follow_daylight_saving_time(org, key):
     assert [point.figures.requests for point in series] == [1, 1, 1]
 
 
-def test_month_to_date_equals_the_overviews_this_month_after_a_rollup(org, key):
+def test_month_to_date_reads_rollups_then_the_records_since_the_last_run(org, key):
     now = datetime(2031, 5, 10, 12, 30, tzinfo=UTC)
     add(org, key, 7, at=datetime(2031, 5, 1, tzinfo=UTC))
     add(org, key, 3, at=datetime(2031, 5, 10, 12, 10, tzinfo=UTC), status="client_gone")  # in the open hour
     add(org, key, 5, at=datetime(2031, 4, 30, 23, 59, tzinfo=UTC))  # last month
-    roll()
+    roll(end=now, now=datetime(2031, 5, 10, 11, 40, tzinfo=UTC))  # the last run: before the open hour began
+    add(org, key, 2, at=datetime(2031, 5, 10, 11, 50, tzinfo=UTC))  # since the run: not rolled up yet
     mtd = selectors.month_to_date(org=org, now=now)
-    overview = selectors.usage_figures(org=org, start=datetime(2031, 5, 1, tzinfo=UTC), end=now)
-    assert mtd.figures == overview
-    assert mtd.figures.requests == 10 and mtd.figures.cancelled == 3
+    records = selectors.usage_figures(org=org, start=datetime(2031, 5, 1, tzinfo=UTC), end=now)
+    assert mtd.figures == records  # nothing behind the records
+    assert RollupProgress.objects.get().rolled_up_before == datetime(2031, 5, 10, 11, tzinfo=UTC)
+    assert mtd.figures.requests == 12 and mtd.figures.cancelled == 3
     assert (mtd.start, mtd.end) == (datetime(2031, 5, 1, tzinfo=UTC), datetime(2031, 6, 1, tzinfo=UTC))
 
 
@@ -133,3 +138,38 @@ def test_the_projection_is_linear_to_the_end_of_the_utc_month(org, key):
 def test_the_projection_at_the_first_instant_of_a_month_is_the_figure_itself(org):
     mtd = selectors.month_to_date(org=org, now=datetime(2031, 6, 1, tzinfo=UTC))
     assert mtd.projected_cost_usd == Decimal(0) and mtd.projected_requests == 0
+
+
+@pytest.mark.parametrize("mark", [None, D, D + timedelta(hours=2), D + timedelta(days=2, hours=5), D + timedelta(days=9)])
+def test_every_read_equals_the_records_wherever_the_rollups_end(org, key, mark):
+    """A New York week (local midnights at 04:00 UTC): whole UTC days from the day facets,
+    the hours around them from the detailed rollups, the records after the mark."""
+    other = api_key_create(org=org, name="other").api_key
+    route = Route.objects.create(org=org, alias="smart")
+    for hours in range(0, 24 * 8, 5):
+        add(org, key if hours % 2 else other, 1 + hours % 3, at=D + timedelta(hours=hours, minutes=hours % 60),
+            end_user=f"user-{hours % 4}" if hours % 3 else "", via_route=route if hours % 7 == 0 else None,
+            status="upstream_error" if hours % 11 == 0 else "success", cost_usd=Decimal("0.000000000007") * hours)
+    roll(D - timedelta(days=1), D + timedelta(days=10))
+    start, end = datetime(2031, 5, 10, tzinfo=NY), datetime(2031, 5, 17, tzinfo=NY)
+    raw = selectors.usage_figures(org=org, start=start, end=end)
+    assert raw.requests > 50 and raw.errors
+    mark = mark or datetime(2099, 1, 1, tzinfo=UTC)  # None: every hour read from the rollups; D: none
+    assert selectors.period_figures(org=org, start=start, end=end, mark=mark) == raw
+    series = selectors.usage_series(org=org, start=start, end=end, grain="day", tz=NY, mark=mark)
+    total = selectors.ZERO
+    for point in series:
+        total = selectors.add_figures(total, point.figures)
+    assert total == raw and len(series) == 7
+    found = selectors.breakdowns(org=org, start=start, end=end, mark=mark)
+    for name, rows in found.items():
+        total = selectors.ZERO
+        for row in rows:
+            total = selectors.add_figures(total, row.figures)
+        assert total == raw, name
+    records = UsageRecord.objects.filter(org=org, started_at__gte=start, started_at__lt=end)
+    assert {row.label: row.figures.requests for row in found["end_users"]} == {
+        label or selectors.NO_END_USER: sum(r.end_user == label for r in records)
+        for label in {r.end_user for r in records}}
+    assert {row.key for row in found["keys"]} == {str(key.public_id), str(other.public_id)}
+    assert {row.label for row in found["routes"]} == {"smart", selectors.NO_ROUTE}
