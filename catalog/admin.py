@@ -40,8 +40,8 @@ class ProviderCredentialAdmin(AuditedAdmin):
 class DeploymentAdmin(AuditedAdmin):
     audit_target_type = "deployment"
     list_display = ["name", "org", "provider", "litellm_model", "input_price_per_mtok", "output_price_per_mtok",
-                    "enabled"]
-    list_filter = ["provider", "enabled"]
+                    "enabled", "lean_stream"]
+    list_filter = ["provider", "enabled", "lean_stream"]
     search_fields = ["name", "litellm_model"]
     readonly_fields = ["public_id", "created_at"]
 

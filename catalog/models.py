@@ -83,6 +83,9 @@ class Deployment(models.Model):
     first_token_timeout_ms = models.PositiveIntegerField(default=30_000)
     idle_timeout_ms = models.PositiveIntegerField(default=30_000)
     total_timeout_ms = models.PositiveIntegerField(default=600_000)
+    lean_stream = models.BooleanField(
+        default=True, help_text="read the provider's stream without litellm's per-chunk wrapper when it speaks "
+                                "OpenAI's streaming format (openai/... models); off: always through litellm")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

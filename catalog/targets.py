@@ -34,6 +34,7 @@ class Target:
     first_token_timeout_s: float
     idle_timeout_s: float
     total_timeout_s: float
+    lean_stream: bool = True  # the lean read may be used (gateway/providers.py)
 
     @classmethod
     def from_deployment(cls, deployment: Deployment, rate_cards: tuple = ()) -> "Target":
@@ -57,4 +58,5 @@ class Target:
             first_token_timeout_s=deployment.first_token_timeout_ms / 1000,
             idle_timeout_s=deployment.idle_timeout_ms / 1000,
             total_timeout_s=deployment.total_timeout_ms / 1000,
+            lean_stream=deployment.lean_stream,
         )

@@ -13,11 +13,24 @@ failures, a stream cut off, the provider refusing our credential or rate-limitin
 counts toward its circuit breaker; a provider's 400/413/422 for the request's content
 does not, and neither does anything that fails before the request leaves the gateway
 (`GatewayError` 400 for input that cannot be sent, `UpstreamNotSent` for our own bug).
+
+The lean read (docs/architecture.md, "The lean streaming path"): for a deployment litellm
+resolves to the `openai` provider (OpenAI itself and OpenAI-compatible servers such as the
+mock LLM, `openai/<model>` with an `api_base`), litellm still builds and sends the request
+and maps every failure to open it, but the open HTTP response's server-sent events are
+read here instead of through litellm's stream wrapper, which costs about a millisecond of
+CPU per chunk (a pydantic object, an async generator per chunk). What the rest of the
+gateway sees is the same: text deltas, finish reason, the provider's usage, errors mapped
+by litellm's own stream-failure mapping, the same timeouts. Per deployment
+(`Deployment.lean_stream`) and per process (`OPENCLAW_LEAN_STREAM=0`) it can be turned
+off; `tests/gateway/test_lean_stream.py` runs the same requests both ways and compares.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +38,8 @@ from typing import Any, AsyncIterator, Callable
 
 import httpx
 import openai  # litellm's exceptions are the OpenAI client's
+
+from django.conf import settings
 
 from catalog.litellm_setup import litellm
 from catalog.targets import Target
@@ -116,6 +131,8 @@ class UpstreamStream:
         self.call = call
         self.result = StreamResult()
         self._response = None
+        self._raw = None  # the HTTP response whose events the lean read parses, or None
+        self.lean = False  # read by the lean read (known once the stream is open)
         self._deltas = None
         self.attempt_id: str | None = None  # the routing health registry's id for this attempt
         self._deadline = 0.0
@@ -144,6 +161,9 @@ class UpstreamStream:
             # is refused too: the provider's refusal of this request's content.
             raise UpstreamError(ErrorCode.UPSTREAM_ERROR, f"upstream {target.name!r} rejected the request as "
                                 "invalid (HTTP 422)", status=422, retryable=False, deployment_fault=False)
+        if lean_read_applies(target):
+            self._raw = _raw_event_stream(self._response)
+            self.lean = self._raw is not None
         return self
 
     def _ended(self, error: "UpstreamError | None") -> None:
@@ -159,6 +179,7 @@ class UpstreamStream:
 
     async def close(self) -> None:
         response, self._response = self._response, None
+        self._raw = None
         if response is not None:
             # Shielded: closing must finish even when the task is being cancelled,
             # or the upstream keeps generating for nobody.
@@ -172,7 +193,7 @@ class UpstreamStream:
         """The stream's text deltas; the same iterator on every call, so reading
         the first token and then the rest continues one stream."""
         if self._deltas is None:
-            self._deltas = self._iterate_deltas()
+            self._deltas = self._iterate_events() if self._raw is not None else self._iterate_deltas()
         return self._deltas
 
     async def _iterate_deltas(self) -> AsyncIterator[str]:
@@ -211,6 +232,118 @@ class UpstreamStream:
                 if text:
                     first = False
                     yield text
+
+    async def _iterate_events(self) -> AsyncIterator[str]:
+        """The lean read: the same deltas and `result` as `_iterate_deltas`, parsed from
+        the provider's server-sent events as the OpenAI client would (a `data:` event per
+        chunk, `[DONE]` last, an `{"error": ...}` event a failure), with litellm's rules
+        applied where they change the outcome: its finish-reason mapping, its failure on
+        a stream that ends before any finish reason, its failure on a model repeating one
+        chunk, and its mapping of a failed stream to an exception."""
+        target = self.call.target
+        result = self.result
+        response = self._raw
+        blocks = response.aiter_bytes().__aiter__()
+        loads = json.loads
+        pending = b""
+        data: list[bytes] = []
+        first = True
+        finished = False  # the provider sent a finish reason
+        last_text, repeats = None, 0
+        repeat_limit = litellm.REPEATED_STREAMING_CHUNK_LIMIT
+        at_end = done = False
+        while not (at_end or done):
+            timeout = self._budget(target.first_token_timeout_s if first else target.idle_timeout_s)
+            try:
+                async with asyncio.timeout(timeout):
+                    block = await _next_block(blocks, response)
+            except BaseException as exc:
+                raise self._failed(exc) from None
+            if block is None:
+                at_end = True
+                lines = [pending, b""] if pending else [b""]
+            else:
+                pending += block
+                if b"\n" not in block:
+                    continue
+                *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line and line[-1] == 13:  # b"\r": CRLF line ends
+                    line = line[:-1]
+                if line:
+                    if line.startswith(b"data:"):
+                        data.append(line[6:] if line[5:6] == b" " else line[5:])
+                    continue  # event, id, retry fields and comments: chat completions use data only
+                if not data:
+                    continue
+                payload = data[0] if len(data) == 1 else b"\n".join(data)
+                data = []
+                if payload.startswith(b"[DONE]"):
+                    done = True
+                    break
+                try:
+                    chunk = loads(payload)
+                    if isinstance(chunk, dict) and chunk.get("error"):
+                        raise _stream_error_event(chunk["error"], response)
+                except Exception as exc:
+                    raise self._failed(exc) from None
+                if not isinstance(chunk, dict):
+                    continue
+                result.chunks += 1
+                if not result.response_id and chunk.get("id"):
+                    result.response_id = str(chunk["id"])
+                usage = chunk.get("usage")
+                if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+                    result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                    result.completion_tokens = int(usage["completion_tokens"])
+                for choice in chunk.get("choices") or ():
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        result.finish_reason = str(_map_finish_reason(reason))
+                        finished = True
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if text and isinstance(text, str):
+                        # litellm's guard against a model stuck in a loop (see _iterate_deltas' reader).
+                        if len(text) > 2 and text == last_text:
+                            repeats += 1
+                            if repeats >= repeat_limit:
+                                raise self._failed(litellm.InternalServerError(
+                                    message="The model is repeating the same chunk.", model="", llm_provider=""))
+                        else:
+                            repeats = 1
+                        last_text = text
+                        first = False
+                        yield text
+        if done:
+            # The rest of the body (the chunked encoding's end) lets the connection be
+            # reused, as the OpenAI client does; a failure here ends nothing.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._budget(target.idle_timeout_s)):
+                    while await _next_block(blocks, response) is not None:
+                        pass
+        if not finished:
+            # litellm fails an OpenAI stream that ends, even cleanly, before a finish reason.
+            raise self._failed(httpx.RemoteProtocolError("Stream ended before a finish_reason was received",
+                                                         request=httpx.Request("POST", "https://upstream")))
+        self._ended(None)
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """The lean read's failure as `_iterate_deltas` would see it: first through
+        litellm's own mapping of a failed stream, then `_translate`. Called in the
+        `except` block of the failure, so the exception chain is litellm's too."""
+        if not isinstance(exc, (asyncio.CancelledError, asyncio.TimeoutError, KeyboardInterrupt, SystemExit,
+                                GeneratorExit)):
+            mapper = getattr(self._response, "_handle_stream_fallback_error", None)
+            if mapper is not None:
+                try:
+                    mapper(exc)
+                except Exception as mapped:  # it always raises: the mapped exception
+                    exc = mapped
+        error = _translate(exc, self.call.target, opening=False)
+        if isinstance(error, UpstreamError):
+            self._ended(error)
+        return error
 
 
 def _provider_reported_usage(response) -> bool:
@@ -343,6 +476,73 @@ def _provider_status(chain: list[BaseException]) -> int | None:
         return None
     status = getattr(chain[0], "status_code", None)
     return status if isinstance(status, int) else None
+
+
+# --- the lean read --------------------------------------------------------------------
+
+try:  # the OpenAI client's own notion of a timeout and of a failed read (httpx, httpx2)
+    from openai._httpx2 import request_exceptions as _request_exceptions, timeout_exceptions as _timeout_exceptions
+
+    _READ_TIMEOUTS: tuple[type[BaseException], ...] = _timeout_exceptions()
+    _READ_FAILURES: tuple[type[BaseException], ...] = _request_exceptions()
+except ImportError:  # pragma: no cover - another openai release
+    _READ_TIMEOUTS, _READ_FAILURES = (httpx.TimeoutException,), (httpx.RequestError,)
+
+try:
+    from litellm.litellm_core_utils.core_helpers import map_finish_reason as _map_finish_reason
+except ImportError:  # pragma: no cover - another litellm release
+    def _map_finish_reason(reason: str) -> str:
+        return reason
+
+
+def lean_read_applies(target: Target) -> bool:
+    """Whether the deployment's streams are read by the lean read: the process switch
+    (`OPENCLAW_LEAN_STREAM`), the deployment's own (`lean_stream`), and litellm
+    resolving its model string to the `openai` provider."""
+    return (settings.GATEWAY["LEAN_STREAM"] and getattr(target, "lean_stream", True)
+            and _litellm_provider(target.litellm_model, target.api_base or None) == "openai")
+
+
+@functools.lru_cache(maxsize=1024)
+def _litellm_provider(model: str, api_base: str | None) -> str | None:
+    try:
+        return litellm.get_llm_provider(model=model, api_base=api_base)[1]
+    except Exception:  # litellm cannot place it: the call will say so, through litellm
+        return None
+
+
+def _raw_event_stream(response):
+    """The unread HTTP response under litellm's stream, when it is the OpenAI client's
+    stream of chat completion chunks; None otherwise (a response litellm made up, such
+    as its answer to an output-token-limit refusal, or another client): read by litellm."""
+    stream = getattr(response, "completion_stream", None)
+    raw = getattr(stream, "response", None)
+    if not isinstance(stream, openai.AsyncStream) or not hasattr(raw, "aiter_bytes"):
+        return None
+    if getattr(raw, "is_stream_consumed", False):
+        return None
+    return raw
+
+
+async def _next_block(blocks, response) -> bytes | None:
+    """The next bytes of the body (None at its end), failures named as the OpenAI
+    client names them."""
+    try:
+        return await blocks.__anext__()
+    except StopAsyncIteration:
+        return None
+    except _READ_TIMEOUTS as err:
+        raise openai.APITimeoutError(request=response.request) from err
+    except _READ_FAILURES as err:
+        raise openai.APIConnectionError(request=response.request) from err
+
+
+def _stream_error_event(error: Any, response) -> openai.APIError:
+    """An `{"error": ...}` event, as the OpenAI client raises it."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return openai.APIError(message=message, request=response.request, body=error)
 
 
 def warm_up() -> None:

@@ -26,7 +26,7 @@ HEADER_NAME = "X-Mock-Directives"
 # ``[[mock]]`` or ``[[mock <body>]]``; the body cannot contain brackets.
 DIRECTIVE_RE = re.compile(r"\[\[mock(?:\s+([^\[\]]*?))?\s*\]\]")
 
-FAULTS = ("500", "503", "429", "400", "413", "422", "cut", "hang", "stall")
+FAULTS = ("500", "503", "429", "400", "413", "422", "cut", "hang", "stall", "stream_error")
 ERROR_FAULTS = frozenset({"500", "503", "429", "400", "413", "422"})
 # Refusals of the request's content (as a provider gives for a malformed or too large request).
 CONTENT_FAULTS = frozenset({"400", "413", "422"})

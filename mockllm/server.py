@@ -271,6 +271,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         "prompt_tokens": None,
         "finish_reason": None,
         "usage_sent": False,
+        "params": None,
     }
     state.records.append(record)
 
@@ -323,6 +324,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         record["stream"] = bool(body.get("stream"))
         record["max_tokens"] = max_tokens
         record["messages"] = messages if isinstance(messages, list) else None
+        # Everything else the client sent (model, stream, stream_options, max_tokens,
+        # temperature...): tests compare how two clients built the same request.
+        record["params"] = {k: v for k, v in body.items() if k != "messages"}
 
     d: directives_mod.Directives | None = None
     directive_error: str | None = None
@@ -360,7 +364,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
     assert d is not None and isinstance(body, dict) and isinstance(model, str)
 
-    if d.fault in directives_mod.ERROR_FAULTS:
+    if d.fault in directives_mod.ERROR_FAULTS or (d.fault == "stream_error" and not body.get("stream")):
         return fail(_fault_response(d))
 
     stream = bool(body.get("stream"))
@@ -516,7 +520,7 @@ async def _stream(
     content_tail = b"}" + tail
 
     limit = n
-    if d.fault == "cut":
+    if d.fault in ("cut", "stream_error"):
         limit = min(d.cut_after, n)
     elif d.fault == "stall":
         limit = min(d.stall_after, n)
@@ -553,6 +557,15 @@ async def _stream(
             return
         if hang:
             raise _Hang
+        if d.fault == "stream_error":
+            # As OpenAI does when generation fails midway: an error object as the
+            # stream's last event, after a 200 and some tokens; no finish, no [DONE].
+            error = {"error": {"message": f"The mock upstream failed midway (fault=stream_error); key "
+                               f"{LEAKED_SECRET}.", "type": "server_error", "param": None, "code": None}}
+            await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            record["outcome"] = "error"
+            record["ended_at"] = time.time()
+            return
         final = head + b"{}" + (b',"logprobs":null,"finish_reason":"%s"}]}\n\n' % finish_reason.encode())
         if limit == 0:
             final = role_chunk + final

@@ -253,6 +253,9 @@ GATEWAY = {
     # A request whose budget room is held by reservations in flight waits this long for
     # them to settle before it is answered 429 budget_busy (docs/budgets.md).
     "BUDGET_BUSY_WAIT_MS": env_int("OPENCLAW_BUDGET_BUSY_WAIT_MS", 1500, minimum=0),
+    # The lean read of OpenAI-format streams (gateway/providers.py): 0 sends every
+    # stream through litellm's stream wrapper, whatever the deployments say.
+    "LEAN_STREAM": env_bool("OPENCLAW_LEAN_STREAM", True),
 }
 # A reaped lease writes its record up to BUDGET_LEASE_SECONDS (plus a reaper pass) after
 # the request stopped; the rollup must still be recomputing that hour then.

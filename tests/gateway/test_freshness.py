@@ -155,3 +155,14 @@ def test_org_writes_still_bump_the_version_after_the_org_time_zone_migration(org
     start = version()
     Organization.objects.filter(pk=org.pk).update(time_zone="Europe/Paris")
     assert version() > start
+
+
+def test_turning_a_deployments_lean_stream_switch_bumps_the_version(make_deployment):
+    """catalog 0002 added `Deployment.lean_stream` (SQLite may rebuild the table and drop
+    its triggers; PostgreSQL's trigger lists its columns): gateway 0012 puts them back."""
+    from catalog.models import Deployment
+
+    deployment = make_deployment("switchable")
+    start = version()
+    Deployment.objects.filter(pk=deployment.pk).update(lean_stream=False)
+    assert version() > start

@@ -1,0 +1,21 @@
+"""Re-install the config-version triggers after catalog 0002 added `Deployment.lean_stream`:
+on SQLite adding a column can rebuild the deployment table and drop its triggers (so
+deployment writes would stop invalidating the gateway's caches); on PostgreSQL the UPDATE OF
+column list lacked the new column, so turning the switch would not apply until the caches'
+age limit.
+
+Same install as gateway 0010 (every trigger dropped and re-created: safe to run again)."""
+import importlib
+
+from django.db import migrations
+
+_v2 = importlib.import_module("gateway.migrations.0010_config_version_triggers_again")
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("gateway", "0011_config_version_triggers_after_org_time_zone"),
+        ("catalog", "0002_deployment_lean_stream"),
+    ]
+
+    operations = [migrations.RunPython(_v2.install, migrations.RunPython.noop)]
