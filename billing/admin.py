@@ -1,7 +1,8 @@
 from django.contrib import admin
 
 from billing.models import (
-    BillingReport, BillingReportLine, Budget, RateCard, UsageDailyRollup, UsageRecord, UsageRollup,
+    BillingReport, BillingReportLine, Budget, RateCard, RollupProgress, UsageDailyRollup, UsageDayFacet,
+    UsageHourTotal, UsageRecord, UsageRollup,
 )
 from catalog.money import format_usd
 from tenants.admin_audit import AuditedAdmin, ReadOnlyAdmin
@@ -16,8 +17,16 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     date_hierarchy = "started_at"
 
 
+class CostColumn:
+    """The exact cost of a row of a usage table (integer pico-dollars) as dollars."""
+
+    @admin.display(description="cost (USD)", ordering="cost_picos")
+    def cost(self, obj):
+        return format_usd(obj.cost_usd)
+
+
 @admin.register(UsageRollup)
-class UsageRollupAdmin(ReadOnlyAdmin):
+class UsageRollupAdmin(CostColumn, ReadOnlyAdmin):
     list_display = ["hour", "org", "api_key", "deployment_name", "requested_model", "end_user", "via_route", "status",
                     "requests", "prompt_tokens", "completion_tokens", "cost"]
     list_filter = ["status"]
@@ -25,21 +34,36 @@ class UsageRollupAdmin(ReadOnlyAdmin):
     search_fields = ["org__slug", "requested_model", "deployment_name", "end_user"]
     date_hierarchy = "hour"
 
-    @admin.display(description="cost (USD)", ordering="cost_picos")
-    def cost(self, obj):
-        return format_usd(obj.cost_usd)
-
 
 @admin.register(UsageDailyRollup)
-class UsageDailyRollupAdmin(ReadOnlyAdmin):
+class UsageDailyRollupAdmin(CostColumn, ReadOnlyAdmin):
     list_display = ["day", "org", "api_key", "deployment_name", "requests", "prompt_tokens", "completion_tokens",
                     "cost"]
     list_filter = ["day"]
     list_select_related = ["org", "api_key"]
 
-    @admin.display(description="cost (USD)", ordering="cost_picos")
-    def cost(self, obj):
-        return format_usd(obj.cost_usd)
+
+@admin.register(UsageHourTotal)
+class UsageHourTotalAdmin(CostColumn, ReadOnlyAdmin):
+    list_display = ["hour", "org", "requests", "errors", "cancelled", "prompt_tokens", "completion_tokens", "cost"]
+    list_select_related = ["org"]
+    search_fields = ["org__slug"]
+    date_hierarchy = "hour"
+
+
+@admin.register(UsageDayFacet)
+class UsageDayFacetAdmin(CostColumn, ReadOnlyAdmin):
+    list_display = ["day", "org", "facet", "value", "requests", "errors", "cancelled", "prompt_tokens",
+                    "completion_tokens", "cost"]
+    list_filter = ["facet"]
+    list_select_related = ["org"]
+    search_fields = ["org__slug", "value"]
+    date_hierarchy = "day"
+
+
+@admin.register(RollupProgress)
+class RollupProgressAdmin(ReadOnlyAdmin):
+    list_display = ["rolled_up_before"]
 
 
 class BillingReportLineInline(admin.TabularInline):
