@@ -5,7 +5,10 @@ Two people's paths through the pages, as they would click them:
 - the owner signs in, creates a key and sees its secret once, streams a completion with it
   in the playground, revokes it, and sees the playground refused with it;
 - the auditor filters the request log and the audit log and downloads each as CSV: the
-  file holds exactly the rows the page shows.
+  file holds exactly the rows the page shows;
+- the auditor reads this month's usage (chart, breakdowns, month to date) after the worker
+  rolled it up, downloads a breakdown as CSV (the page's numbers, the database's sums), and
+  opens the month's draft billing report and its printable invoice.
 
 With OPENCLAW_SCREENSHOTS=1 the tests also save screenshots of the main pages
 (1280×800) under docs/screenshots/, the ones the README shows.
@@ -18,6 +21,7 @@ import os
 import re
 import time
 import uuid
+from decimal import Decimal
 
 import pytest
 
@@ -198,6 +202,50 @@ def test_an_auditor_filters_the_logs_and_exports_exactly_the_rows_shown(dashboar
     assert set(shown) == expected and len(shown) == len(expected) >= 2, (shown, expected)
     exported = download_csv(page)
     assert [row["event_id"] for row in exported] == shown
+
+
+def usage_rows(page, table: str) -> list[list[str]]:
+    return page.eval_on_selector_all(f"table#usage-{table} tbody tr",
+                                     "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
+
+
+def test_an_auditor_reads_the_months_usage_and_its_draft_report(dashboard_stack, page):
+    dash = dashboard_stack
+    client = dash.stack.celery_client()
+    # What beat does every few minutes, by the stack's real worker.
+    client.send_task("billing.tasks.rollup_usage").get(timeout=120)
+    client.send_task("billing.tasks.refresh_billing_reports").get(timeout=120)
+    by_model = {name: (int(n), Decimal(str(cost))) for name, n, cost in dash.stack.query(
+        "SELECT COALESCE(NULLIF(deployment_name, ''), requested_model), count(*), sum(cost_usd) "
+        "FROM billing_usagerecord GROUP BY 1")}
+    total_requests = sum(n for n, _ in by_model.values())
+    sign_in(page, dash, *dash.auditor)
+    page.click("nav >> text=Usage & billing")
+    page.wait_for_selector("#month-to-date")
+    assert page.inner_text("#period-requests .value").replace(",", "") == str(total_requests)
+    assert page.inner_text("#month-to-date .sub").startswith(f"{total_requests} request")
+    assert page.locator(".usage-charts svg rect.bar").count() >= 1
+    shown = {row[0]: int(row[1].replace(",", "")) for row in usage_rows(page, "models")}
+    assert shown == {name: n for name, (n, _) in by_model.items()}, (shown, by_model)
+    screenshot(page, "usage")
+    with page.expect_download() as download:
+        page.click("a#csv-models")
+    exported = list(csv.DictReader(io.StringIO(download.value.path().read_text())))
+    assert {row["model"]: (int(row["requests"]), Decimal(row["cost_usd"])) for row in exported} == by_model
+
+    page.click("nav >> text=Reports")
+    with page.expect_navigation():
+        page.click("table.reports tbody tr:first-child a")
+    assert "draft" in page.inner_text("h1")
+    assert page.inner_text("main").count("$") >= 2
+    screenshot(page, "report")
+    total = page.inner_text(".figure:has-text('Total') .value")
+    with page.expect_navigation():
+        page.click("a.button:has-text('Invoice')")
+    assert page.inner_text("h1") == "Invoice" and total in page.inner_text("article.invoice")
+    page.emulate_media(media="print")  # as it prints: the invoice alone (static/openclaw/print.css)
+    assert not page.is_visible(".sidenav") and not page.is_visible(".topbar")
+    screenshot(page, "invoice")
 
 
 @pytest.mark.skipif(not SCREENSHOTS, reason="screenshots only (OPENCLAW_SCREENSHOTS=1)")
