@@ -1,8 +1,9 @@
 """Reconciliation: the hourly rollups and the billing reports checked against the raw
 usage records, exactly (integer pico-dollars), by SQL aggregation on both sides.
 
-- Rollups: per org x UTC hour, requests, tokens and cost of `UsageRollup` against
-  `UsageRecord` (a record written after its hour left the rollup grace window, a
+- Rollups: per org x UTC hour, requests, tokens and cost of `UsageRollup`, then of the
+  hour totals derived from it (`UsageHourTotal`, what the dashboard's figures read),
+  against `UsageRecord` (a record written after its hour left the rollup grace window, a
   tampered or lost row).
 - Reports: each report of a month that ended within the period against the raw sums of
   its month; for a final report, what it billed plus the adjustments for its month on
@@ -26,7 +27,7 @@ from django.db import transaction
 from django.db.models import BigIntegerField, Count, Sum
 from django.utils import timezone
 
-from billing.models import BillingReport, BillingReportLine, UsageRecord, UsageRollup
+from billing.models import BillingReport, BillingReportLine, UsageHourTotal, UsageRecord, UsageRollup
 from billing.reports import (
     ReportIsFinal, month_bounds, month_start, previous_month, report_build,
 )
@@ -40,11 +41,11 @@ FIGURES = ("requests", "prompt_tokens", "completion_tokens", "cost_picos")
 
 @dataclass
 class Difference:
-    kind: str  # "rollup_hour" or "report"
+    kind: str  # "rollup_hour", "hour_total" or "report"
     org_id: int
     period: str  # the hour or the month, ISO 8601
     expected: dict  # from the raw usage records
-    found: dict  # in the rollups / the report
+    found: dict  # in the rollups / the hour totals / the report
     report_status: str = ""
 
 
@@ -76,8 +77,8 @@ def _raw_by_org_hour(start: datetime, end: datetime) -> dict:
     return {(row["org_id"], floor_hour(row["h"])): _figures(row) for row in rows}
 
 
-def _rollup_by_org_hour(start: datetime, end: datetime) -> dict:
-    rows = (UsageRollup.objects.filter(hour__gte=start, hour__lt=end).order_by().values("org_id", "hour")
+def _rollup_by_org_hour(model, start: datetime, end: datetime) -> dict:
+    rows = (model.objects.filter(hour__gte=start, hour__lt=end).order_by().values("org_id", "hour")
             .annotate(requests=Sum("requests"), prompt_tokens=Sum("prompt_tokens"),
                       completion_tokens=Sum("completion_tokens"),
                       cost_picos=Sum("cost_picos", output_field=BigIntegerField())))
@@ -117,12 +118,18 @@ def billing_reconcile(*, start: datetime | None = None, end: datetime | None = N
     if start >= end:
         return result
 
-    raw, rolled = _raw_by_org_hour(start, end), _rollup_by_org_hour(start, end)
-    for key in sorted(set(raw) | set(rolled)):
-        expected, found = _figures(raw.get(key)), _figures(rolled.get(key))
-        if expected != found:
-            result.differences.append(Difference(kind="rollup_hour", org_id=key[0], period=key[1].isoformat(),
-                                                 expected=expected, found=found))
+    # The rollups, then the hour totals, against the records; an hour already found wrong in
+    # the rollups is one difference, not two (its rebuild repairs both).
+    raw = _raw_by_org_hour(start, end)
+    wrong: set = set()
+    for kind, model in (("rollup_hour", UsageRollup), ("hour_total", UsageHourTotal)):
+        rolled = _rollup_by_org_hour(model, start, end)
+        for key in sorted((set(raw) | set(rolled)) - wrong):
+            expected, found = _figures(raw.get(key)), _figures(rolled.get(key))
+            if expected != found:
+                wrong.add(key)
+                result.differences.append(Difference(kind=kind, org_id=key[0], period=key[1].isoformat(),
+                                                     expected=expected, found=found))
 
     # Reports of the months that ended by `end` (the open month's draft moves anyway).
     reports = BillingReport.objects.filter(month__gte=month_start(start), month__lt=month_start(end)).order_by(
@@ -147,7 +154,8 @@ def billing_reconcile(*, start: datetime | None = None, end: datetime | None = N
 
 
 def _repair(result: ReconcileResult, orgs: dict, now: datetime) -> None:
-    hours = sorted({datetime.fromisoformat(d.period) for d in result.differences if d.kind == "rollup_hour"})
+    hours = sorted({datetime.fromisoformat(d.period) for d in result.differences
+                    if d.kind in ("rollup_hour", "hour_total")})
     for hour in hours:
         usage_rollup_hours(hour, hour + HOUR)
     result.repaired_hours = len(hours)

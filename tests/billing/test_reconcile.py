@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from billing import tasks
-from billing.models import BillingReport, BillingReportLine, UsageRollup
+from billing.models import BillingReport, BillingReportLine, UsageHourTotal, UsageRollup
 from billing.reconcile import billing_reconcile
 from billing.reports import report_build, report_finalize
 from billing.rollups import usage_rollup_hours
@@ -53,6 +53,15 @@ def test_a_tampered_rollup_row_is_caught_audited_and_repaired(usage, org):
     assert event.org_id == org.pk and event.data["found"]["requests"] == 2
     repaired = billing_reconcile(now=NOW, repair=True)
     assert repaired.repaired_hours == 1
+    assert billing_reconcile(now=NOW).differences == []
+
+
+def test_a_tampered_hour_total_is_caught_and_repaired(usage, org):
+    hour = NOV_START + timedelta(days=3, hours=4)
+    UsageHourTotal.objects.filter(hour=hour).update(requests=7)
+    [difference] = billing_reconcile(now=NOW).differences
+    assert (difference.kind, difference.period, difference.found["requests"]) == ("hour_total", hour.isoformat(), 7)
+    assert billing_reconcile(now=NOW, repair=True).repaired_hours == 1
     assert billing_reconcile(now=NOW).differences == []
 
 
