@@ -92,15 +92,20 @@ _CENT = Decimal("0.01")
 _MICRO = Decimal("0.000001")
 
 
-def display_usd(amount: Decimal | None) -> str:
+def display_usd(amount: Decimal | None, *, exact: bool = False) -> str:
     """A dollar amount for people: cents with thousands separators ("$1,234.57"); amounts
-    under a cent keep six places ("$0.000042") so a cheap request never shows as $0.00."""
+    under a cent keep six places ("$0.000042") so a cheap request never shows as $0.00.
+    `exact`: every place the amount has, without trailing zeros ("$0.0018", "$1,234.5"),
+    for limits people typed (budgets)."""
     if amount is None:
         return "—"
     if not isinstance(amount, Decimal):
         raise TypeError("amounts must be Decimal")
     sign = "-" if amount < 0 else ""
     amount = abs(amount)
+    if exact:
+        whole, _, places = format_usd(amount).partition(".")
+        return f"{sign}${int(whole):,}" + (f".{places}" if places else "")
     if amount == 0:
         return "$0.00"
     if amount < _CENT:

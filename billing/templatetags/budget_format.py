@@ -5,17 +5,15 @@ from decimal import Decimal
 
 from django import template
 
-from catalog.money import format_usd
+from catalog.money import display_usd
 
 register = template.Library()
 
 
 @register.filter
 def usd(amount: Decimal | None) -> str:
-    """Exact dollars without trailing zeros ("$0.0018"); "–" when there is no amount."""
-    if amount is None:
-        return "–"
-    return f"${format_usd(amount)}"
+    """Exact dollars without trailing zeros ("$0.0018")."""
+    return display_usd(amount, exact=True)
 
 
 @register.filter

@@ -120,6 +120,18 @@ def test_amounts_are_shown_to_people_in_cents_or_six_places_under_a_cent(amount,
     assert display_usd(amount) == shown
 
 
+@pytest.mark.parametrize("amount,shown", [
+    (Decimal("0.0018"), "$0.0018"),
+    (Decimal("1234.50"), "$1,234.5"),
+    (Decimal("5"), "$5"),
+    (Decimal("-2.25"), "-$2.25"),
+    (Decimal("0.000000000001"), "$0.000000000001"),
+    (None, "—"),
+])
+def test_exact_amounts_keep_every_place_they_have(amount, shown):
+    assert display_usd(amount, exact=True) == shown
+
+
 def test_display_refuses_floats():
     with pytest.raises(TypeError):
         display_usd(0.1)
