@@ -260,7 +260,8 @@ def measure(loaded: dict) -> dict:
     start_progress(RollupProgress, UsageRecord, first)
     say(f"full rollup: usage_rollup_hours({first.isoformat()}, {now.isoformat()})")
     full_s, full = _timed(lambda: usage_rollup_hours(first, now))
-    say(f"full rollup: {full_s:.1f} s, {full.hourly_rows:,} hourly and {full.daily_rows:,} daily rows")
+    say(f"full rollup: {full_s:.1f} s, {full.hourly_rows:,} hourly and {full.daily_rows:,} daily rows; steps: "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in full.seconds.items()))
     again_s, _again = _timed(lambda: usage_rollup_hours(first, now))
     say(f"full rollup again (deleting the rows first): {again_s:.1f} s")
 
@@ -299,7 +300,7 @@ def measure(loaded: dict) -> dict:
     reports_s, refreshed = _timed(reports_refresh)
     say(f"reports_refresh: {reports_s:.1f} s, {refreshed}")
     return {
-        "full_s": full_s, "again_s": again_s, "hourly_rows": full.hourly_rows, "daily_rows": full.daily_rows,
+        "full_s": full_s, "full_steps": full.seconds, "again_s": again_s, "hourly_rows": full.hourly_rows, "daily_rows": full.daily_rows,
         "incremental_s": statistics.median(incremental), "incremental_hours": hours,
         "incremental_rows": run.hourly_rows, "incremental_records": recent_records,
         "exact": exact, "org_days": len(raw), "requests": total[0], "tokens": total[1] + total[2],
@@ -449,6 +450,9 @@ def render(results: list[dict]) -> str:
 
     row("full rollup, one call (s)", lambda r: f(r["full_s"], 1))
     row("  hourly / daily rows written", lambda r: f"{r['hourly_rows']:,} / {r['daily_rows']:,}")
+    row("  of which (s): hourly / daily / hour totals / day facets / commit",
+        lambda r: " / ".join(f(r.get("full_steps", {}).get(name, float("nan")), 1)
+                             for name in ("hourly", "daily", "totals", "facets", "commit")))
     row(f"  under {TARGET_S:.0f} s (PostgreSQL's target)",
         lambda r: report._met(r["full_s"] < TARGET_S) if r["db"] == "postgres" else "")
     row("full rollup again, over its own rows (s)", lambda r: f(r["again_s"], 1))

@@ -30,7 +30,8 @@ would refuse its insert.)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
@@ -82,10 +83,12 @@ class RollupRun:
     end: datetime
     hourly_rows: int
     daily_rows: int
+    # Seconds per step (hourly, daily, totals, facets, commit): where a slow run's time went.
+    seconds: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "hourly_rows": self.hourly_rows,
-                "daily_rows": self.daily_rows}
+                "daily_rows": self.daily_rows, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
 
 def floor_hour(moment: datetime) -> datetime:
@@ -146,17 +149,28 @@ def usage_rollup_hours(start: datetime, end: datetime, *, models=None, now: date
                   rollup_picos=Sum("cost_picos", output_field=BigIntegerField()),
                   rollup_updated=Value(now, output_field=DateTimeField()))
     )
+    seconds, clock = {}, time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal clock
+        seconds[name], clock = time.perf_counter() - clock, time.perf_counter()
+
     with transaction.atomic():
         lock_rollups()
         hourly.objects.filter(hour__gte=start, hour__lt=end).delete()
         hourly_rows = _insert_select(hourly, by_hour)
+        step("hourly")
         daily.objects.filter(day__gte=first_day.date(), day__lt=ceil_day.date()).delete()
         daily_rows = _insert_select(daily, by_day)
+        step("daily")
         if totals is not None:
             _rebuild_hour_totals(hourly, totals, start, end, now)
+            step("totals")
             _rebuild_day_facets(hourly, facets, first_day, ceil_day, now)
+            step("facets")
             _advance_progress(progress, start, end, now)
-    return RollupRun(start=start, end=end, hourly_rows=hourly_rows, daily_rows=daily_rows)
+    step("commit")
+    return RollupRun(start=start, end=end, hourly_rows=hourly_rows, daily_rows=daily_rows, seconds=seconds)
 
 
 def _sums(now: datetime) -> dict:
