@@ -13,19 +13,15 @@ import websockets
 
 from tests.support.frames import authed_socket, next_frame, send_frame
 from tests.support.services import require
-from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def serve_stack(mockllm, tmp_path_factory):
+@pytest.fixture
+def serve_stack(request):
+    """The session's stack (tests/e2e/conftest.py); each test starts its own `serve --processes 2`."""
     require("redis")  # several processes need the shared channel layer
-    stack = Stack(tmp_path_factory.mktemp("serve"), mock_api_base=mockllm.api_base, name="serve")
-    try:
-        yield stack.prepare()
-    finally:
-        stack.stop()
+    return request.getfixturevalue("stack")
 
 
 def server_pids(log: str) -> dict[int, int]:
@@ -103,6 +99,9 @@ async def test_connections_land_on_both_processes_and_a_killed_one_is_restarted(
     assert new_pid in again
     for ws in [*on.values(), *again.values()]:
         await ws.close()
+    supervisor = dict(serve_stack.processes)[f"gateway:{port}"]
+    supervisor.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(supervisor.wait, 30) == 0
 
 
 async def test_sigterm_drains_a_stream_on_each_process_and_all_exit_0(serve_stack):
@@ -112,7 +111,7 @@ async def test_sigterm_drains_a_stream_on_each_process_and_all_exit_0(serve_stac
     on = await sockets_on(serve_stack, port, pids.values())
     assert set(on) == set(pids.values())
     for pid, ws in on.items():  # a stream of about a second on each process
-        await send_frame(ws, {"type": "llm_request", "request_id": f"drain-{pid}", "model": "gpt-4-turbo",
+        await send_frame(ws, {"type": "llm_request", "request_id": f"serve-drain-{pid}", "model": "gpt-4-turbo",
                               "prompt": "drain [[mock tokens=40 rate=40 ttft_ms=0]]"})
     for ws in on.values():
         while (await next_frame(ws))["type"] != "llm_token":
@@ -124,12 +123,12 @@ async def test_sigterm_drains_a_stream_on_each_process_and_all_exit_0(serve_stac
             while True:
                 frames.append(await next_frame(ws, timeout=15))
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, frames[-3:]
-        end = [f for f in frames if f.get("request_id") == f"drain-{pid}"][-1]
+        end = [f for f in frames if f.get("request_id") == f"serve-drain-{pid}"][-1]
         assert (end["type"], end.get("finish_reason")) == ("llm_response_end", "stop"), frames[-3:]
     assert await asyncio.to_thread(supervisor.wait, 30) == 0, serve_stack.log(port)[-3000:]
     log = serve_stack.log(port)
     for number, pid in pids.items():
         assert f"gateway process {number} (pid {pid}) exited (exit code 0)" in log
-    rows = serve_stack.wait_for_rows("SELECT status FROM billing_usagerecord WHERE client_request_id LIKE 'drain-%%'",
+    rows = serve_stack.wait_for_rows("SELECT status FROM billing_usagerecord WHERE client_request_id LIKE 'serve-drain-%%'",
                                      count=2)
     assert [r[0] for r in rows] == ["completed", "completed"]

@@ -99,22 +99,22 @@ class Stack:
         self.api_key = self.manage("setup_demo", "--mock-api-base", self.mock_api_base).strip().splitlines()[-1]
         return self
 
-    def start_gateway(self, *, processes: int | None = None, **extra_env: str) -> int:
+    def start_gateway(self, *, processes: int = 1, **extra_env: str) -> int:
         """One more gateway process, started as an operator would (`manage.py serve`).
 
-        `processes`: `serve --processes N`, one supervisor running N server processes on the
-        port (stack.processes holds the supervisor); returns once every one is ready."""
+        One process unless `processes` says otherwise (serve's own default with Redis is one
+        per core): for N > 1, one supervisor running N server processes on the port
+        (stack.processes holds the supervisor); returns once every one is ready."""
         port = free_port()
         env = {**self.env, **extra_env}
-        command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        if processes is not None:
-            command += ["--processes", str(processes)]
+        command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port),
+                   "--processes", str(processes)]
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=open(self.data_dir / f"gateway-{port}.log", "w"))
         self.processes.append((f"gateway:{port}", process))
         try:
             wait_for_port(port, process, "gateway")
-            if processes is not None and processes > 1:
+            if processes > 1:
                 self.wait_for_log(port, f"all {processes} gateway processes ready", process=process)
         except RuntimeError:
             process.kill()  # never leave a gateway that missed its start-up wait running
