@@ -5,15 +5,19 @@ end-to-end tests and by the benchmark, so all of them run the same thing.
 """
 from __future__ import annotations
 
+import errno
+import socket
 import sys
 
 from django.conf import settings
 
 
-def gateway_command(*, host: str, port: int) -> list[str]:
+def gateway_command(*, host: str, port: int, reuse_port: bool = False) -> list[str]:
+    """One gateway server process. `reuse_port`: it shares the port with others (SO_REUSEPORT)."""
     limit = settings.GATEWAY["MAX_MESSAGE_BYTES"]
     return [
         sys.executable, "-m", "openclaw_site.server",
+        *(["--reuse-port"] if reuse_port else []),
         "-b", host, "-p", str(port),
         # The ASGI server's own hard limit sits above the gateway's advertised
         # one, so the gateway answers an oversized frame (413, close 4413) first.
@@ -29,6 +33,31 @@ def gateway_command(*, host: str, port: int) -> list[str]:
         "--access-log", "/dev/null",
         "openclaw_site.asgi:application",
     ]
+
+
+def serve_command(*, host: str, port: int, processes: int = 1) -> list[str]:
+    """What `manage.py serve` runs: the server itself for one process; for several, a
+    supervisor (openclaw_site/supervisor.py) running that many servers on one port."""
+    if processes == 1:
+        return gateway_command(host=host, port=port)
+    return [sys.executable, "-m", "openclaw_site.supervisor", "--processes", str(processes), "--",
+            *gateway_command(host=host, port=port, reuse_port=True)]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on host:port already (a plain bind, as the server's own, fails)."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except OSError:
+        return False  # an address that cannot be resolved: the server says so itself
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def mockllm_command(*, host: str, port: int, rate: float = 50, ttft_ms: int = 100) -> list[str]:

@@ -32,6 +32,12 @@
    daphne's event loop as the reactor starts, before the first connection is
    accepted, and stops at the end of the drain. Each server process starts its
    own (`manage.py serve` execs one server per process; nothing forks after).
+8. Several processes on one port (`manage.py serve --processes N`, run by
+   `openclaw_site/supervisor.py`). With `--reuse-port`, each server binds its
+   own listening socket with SO_REUSEPORT, once the application is loaded, and
+   the kernel spreads new connections over the processes' sockets. When its
+   runtime has started, the process tells its supervisor it is ready (one byte
+   on the pipe named by OPENCLAW_SERVE_READY_FD).
 """
 from __future__ import annotations
 
@@ -39,6 +45,9 @@ import asyncio
 import functools
 import gc
 import logging
+import os
+import socket
+import sys
 
 import daphne.http_protocol
 import daphne.server
@@ -46,6 +55,7 @@ import daphne.ws_protocol
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from twisted.internet import defer
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.web import http
 
 DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0
@@ -53,6 +63,11 @@ DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0
 _ABORT_AFTER_408_SECONDS = 2.0
 _REQUEST_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
                              b"Content-Type: text/plain\r\nContent-Length: 16\r\n\r\nrequest timeout\n")
+# The pipe a supervisor (openclaw_site/supervisor.py) reads to learn that this process serves.
+READY_FD_ENV = "OPENCLAW_SERVE_READY_FD"
+# Pending connections the kernel queues per listening socket (Twisted's default is 50);
+# capped by net.core.somaxconn.
+REUSE_PORT_BACKLOG = 1024
 
 
 class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
@@ -166,6 +181,8 @@ class DrainingServer(Server):
             logging.getLogger(__name__).critical("the gateway runtime did not start; stopping",
                                                  exc_info=task.exception())
             self.stop()
+        elif not task.cancelled():
+            tell_supervisor_ready()
 
     @defer.inlineCallbacks
     def kill_all_applications(self):
@@ -189,10 +206,78 @@ class GatewayCommandLine(CommandLineInterface):
                  "and is closed; 0 disables",
         )
 
+        self.parser.add_argument(
+            "--reuse-port", action="store_true",
+            help="listen on -b/-p with SO_REUSEPORT, so several server processes share the port "
+                 "(manage.py serve --processes N)",
+        )
+
     def run(self, args):
         options, _ = self.parser.parse_known_args(args)
         self.server_class = functools.partial(DrainingServer, request_head_timeout=options.request_head_timeout)
+        if options.reuse_port:
+            listener = listen_reusing_port(options.host or "127.0.0.1", 8000 if options.port is None else options.port)
+            # The socket replaces -b/-p; daphne adopts it as a Twisted endpoint.
+            args = [*_without_bind_options(args), "-e", adopted_endpoint(listener)]
         super().run(args)
+
+
+def listen_reusing_port(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port that other processes of the same user may share
+    (SO_REUSEPORT): the kernel spreads incoming connections over all of them. Exits with a
+    one-line message (no traceback) when the address cannot be listened on."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted's own TCP ports
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(address)
+        listener.listen(REUSE_PORT_BACKLOG)
+    except (OSError, AttributeError) as exc:  # AttributeError: a platform without SO_REUSEPORT
+        sys.stderr.write(f"cannot listen on {host}:{port} with SO_REUSEPORT: {exc}\n")
+        sys.exit(1)
+    return listener
+
+
+def adopted_endpoint(listener: socket.socket) -> str:
+    """The endpoint description `server_endpoint` turns into an adopted listening socket."""
+    domain = "INET6" if listener.family == socket.AF_INET6 else "INET"
+    listener.set_inheritable(False)
+    return f"fd:fileno={listener.detach()}:domain={domain}"
+
+
+def server_endpoint(reactor, description: str):
+    """Twisted's serverFromString, with "fd:fileno=N:domain=INET|INET6" understood (Twisted's
+    own fd parser hands the domain on as a string, which only works for its IPv4 default)."""
+    if description.startswith("fd:"):
+        params = dict(part.split("=", 1) for part in description[3:].split(":"))
+        family = getattr(socket, "AF_" + params.get("domain", "INET"))
+        return AdoptedStreamServerEndpoint(reactor, int(params["fileno"]), family)
+    return serverFromString(reactor, description)
+
+
+def _without_bind_options(args: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-b", "--bind", "-p", "--port"):
+            skip = True
+        elif not arg.startswith(("--bind=", "--port=")):
+            kept.append(arg)
+    return kept
+
+
+def tell_supervisor_ready() -> None:
+    """One byte on the supervisor's pipe, if this process has one: it serves now."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd:
+        try:
+            os.write(int(fd), b"1")
+            os.close(int(fd))
+        except (OSError, ValueError):
+            pass  # no supervisor listening any more: nothing to tell
 
 
 def freeze_startup_objects() -> None:
@@ -208,6 +293,7 @@ def freeze_startup_objects() -> None:
 def main() -> None:
     daphne.ws_protocol.WebSocketFactory.protocol = GracefulWebSocketProtocol
     daphne.server.HTTPFactory = HeadDeadlineHTTPFactory  # what Server.run builds
+    daphne.server.serverFromString = server_endpoint  # what Server.run listens with
     freeze_startup_objects()
     GatewayCommandLine.entrypoint()
 

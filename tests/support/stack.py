@@ -99,16 +99,23 @@ class Stack:
         self.api_key = self.manage("setup_demo", "--mock-api-base", self.mock_api_base).strip().splitlines()[-1]
         return self
 
-    def start_gateway(self, **extra_env: str) -> int:
-        """One more gateway process, started as an operator would (`manage.py serve`)."""
+    def start_gateway(self, *, processes: int = 1, **extra_env: str) -> int:
+        """One more gateway process, started as an operator would (`manage.py serve`).
+
+        One process unless `processes` says otherwise (serve's own default with Redis is one
+        per core): for N > 1, one supervisor running N server processes on the port
+        (stack.processes holds the supervisor); returns once every one is ready."""
         port = free_port()
         env = {**self.env, **extra_env}
-        command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port),
+                   "--processes", str(processes)]
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=open(self.data_dir / f"gateway-{port}.log", "w"))
         self.processes.append((f"gateway:{port}", process))
         try:
             wait_for_port(port, process, "gateway")
+            if processes > 1:
+                self.wait_for_log(port, f"all {processes} gateway processes ready", process=process)
         except RuntimeError:
             process.kill()  # never leave a gateway that missed its start-up wait running
             raise
@@ -149,6 +156,20 @@ class Stack:
 
     def log(self, port: int | None = None) -> str:
         return (self.data_dir / f"gateway-{port or self.port}.log").read_text()
+
+    def wait_for_log(self, port: int, text: str, *, process: subprocess.Popen | None = None,
+                     timeout: float = 90) -> str:
+        """The first line of the gateway's log (from its start) that contains `text`, once it is there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log(port).splitlines():
+                if text in line:
+                    return line
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"gateway exited with code {process.returncode}:\n{self.log(port)[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {text!r} in the gateway's log within {timeout}s:\n{self.log(port)[-3000:]}")
+            time.sleep(0.05)
 
     # --- looking at the stack's database --------------------------------------------
 
