@@ -100,7 +100,25 @@ ERROR_STATUSES = (UsageRecord.Status.UPSTREAM_ERROR, UsageRecord.Status.UPSTREAM
 CANCELLED_STATUSES = (UsageRecord.Status.CANCELLED, UsageRecord.Status.CLIENT_GONE)
 
 
-class UsageRollup(models.Model):
+class UsageCounts(models.Model):
+    """What every usage rollup sums; cost as an exact integer of pico-dollars (10^-12 USD:
+    a DecimalField is a float on SQLite)."""
+
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_picos = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
+
+
+class UsageRollup(UsageCounts):
     """Usage of one UTC hour by every dimension a breakdown asks for (billing/rollups.py).
 
     One row per org, hour (the `started_at` hour of its records, an aware datetime at
@@ -135,11 +153,6 @@ class UsageRollup(models.Model):
     # per deployment and prices (billing/reports.py). None: refused before pricing.
     input_price_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True)
     output_price_per_mtok = models.DecimalField(**_PRICE, null=True, blank=True)
-    requests = models.PositiveIntegerField(default=0)
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    cost_picos = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
@@ -161,10 +174,6 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.org_id} {self.hour:%Y-%m-%d %H:00} {self.requests} requests"
-
-    @property
-    def cost_usd(self) -> Decimal:
-        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
 
 
 class BillingReport(models.Model):
@@ -263,7 +272,7 @@ class BillingReportLine(models.Model):
         return Decimal(self.cost_picos).scaleb(-COST_PLACES)
 
 
-class UsageDailyRollup(models.Model):
+class UsageDailyRollup(UsageCounts):
     """Per org, API key and deployment, one UTC day: the sum of that day's hourly
     rollups, rebuilt with them in the same transaction (billing/rollups.py)."""
 
@@ -271,40 +280,22 @@ class UsageDailyRollup(models.Model):
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+")
     deployment_name = models.CharField(max_length=100, blank=True)
     day = models.DateField()
-    requests = models.PositiveIntegerField(default=0)
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    # Exact: an integer of 10^-12 USD (a DecimalField is a float on SQLite).
-    cost_picos = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["org", "api_key", "deployment_name", "day"], name="uniq_rollup_scope_day"),
         ]
 
-    @property
-    def cost_usd(self) -> Decimal:
-        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
 
+class UsageSums(UsageCounts):
+    """The counts with errors and cancellations apart (the tables the dashboard reads,
+    whose rows mix statuses)."""
 
-class UsageSums(models.Model):
-    """The sums every derived usage table holds; cost as an exact integer of pico-dollars."""
-
-    requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     cancelled = models.PositiveIntegerField(default=0)
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    cost_picos = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         abstract = True
-
-    @property
-    def cost_usd(self) -> Decimal:
-        return Decimal(self.cost_picos).scaleb(-COST_PLACES)
 
 
 class UsageHourTotal(UsageSums):

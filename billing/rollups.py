@@ -84,7 +84,7 @@ class RollupRun:
     hourly_rows: int
     daily_rows: int
     # Seconds per step (hourly, daily, totals, facets, commit): where a slow run's time went.
-    seconds: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "hourly_rows": self.hourly_rows,
