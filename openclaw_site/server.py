@@ -32,6 +32,9 @@
    daphne's event loop as the reactor starts, before the first connection is
    accepted, and stops at the end of the drain. Each server process starts its
    own (`manage.py serve` execs one server per process; nothing forks after).
+8. The first token's way out (`openclaw_site.sockets`): `TCP_NODELAY` on every
+   accepted connection, and a `websocket.send` carrying `infra.asgi_push.PUSH`
+   written to the socket at once rather than at the reactor's next turn.
 """
 from __future__ import annotations
 
@@ -48,6 +51,8 @@ from daphne.server import Server
 from twisted.internet import defer
 from twisted.web import http
 
+from openclaw_site import sockets
+
 DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0
 # After the 408, how long a peer that does not read may keep the socket before it is aborted.
 _ABORT_AFTER_408_SECONDS = 2.0
@@ -56,6 +61,11 @@ _REQUEST_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close
 
 
 class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
+    def handle_reply(self, message):
+        super().handle_reply(message)
+        if message.get(sockets.PUSH):
+            sockets.push(self.transport)  # the frame goes out now, not at the reactor's next turn
+
     def dropConnection(self, abort: bool = False) -> None:  # noqa: N802 (autobahn's name)
         super().dropConnection(abort=abort and not self.wasClean)
 
@@ -81,6 +91,7 @@ class HeadDeadlineChannel(http.HTTPChannel):
     _head_deadline = None  # the pending IDelayedCall while a request is being read
 
     def connectionMade(self):  # noqa: N802 (Twisted's name)
+        sockets.accepted(self.transport)  # TCP_NODELAY, before anything is written
         super().connectionMade()
         self._arm_head_deadline()
 
