@@ -2,6 +2,12 @@
 
 Frames are handled one at a time in arrival order; each generation runs in its
 own task (RequestState.task) so `cancel` and `ping` are read while tokens flow.
+
+Two things on every frame's path are cheaper than channels' defaults
+(docs/architecture.md, "The first token's way in and out"): `dispatch` calls the
+handler directly, without the thread hop channels makes before every message
+(`aclose_old_connections`), and the first token of each response asks the server
+to write it to the socket at once (`infra.asgi_push.PUSH`).
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import logging
 from typing import NoReturn
 
 from autobahn.exception import Disconnected  # daphne's WebSocket engine
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -24,6 +31,7 @@ from gateway.key_connections import presence
 from gateway.pipeline import RequestState, record_refusal, serve_request
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
 from gateway.revocation import key_group, org_group
+from infra.asgi_push import PUSH
 from infra.loopbound import PerLoop
 from tenants.access import AuthenticationFailed, KeyPrincipal
 
@@ -73,7 +81,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         handling one, the connection's holdings are released: a failure never leaks
         a key's connection slot or leaves a stream running upstream unbilled."""
         try:
-            await super().dispatch(message)
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"No handler for message type {message['type']}")
+            # channels' own dispatch first runs Django's close_old_connections on its
+            # thread-sensitive executor, for every message: a thread hop (0.6-0.7 ms at
+            # p50 on the benchmark machine, several ms behind a busy loop) before each
+            # frame is read (python -m bench.first_token).
+            # This consumer never touches the database on the loop's thread or on that
+            # executor: every query goes through `database_sync_to_async` or the
+            # pools of infra/threads.py, which check their connections themselves.
+            await handler(message)
         except StopConsumer:
             raise
         except Exception:
@@ -297,11 +315,27 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             self.closed = True
             await self.close(code=int(code))
 
+    async def send(self, text_data=None, bytes_data=None, close=False, push=False) -> None:
+        """channels' send; `push` asks the server to write the frame to the socket now
+        (with what is queued before it) instead of at its event loop's next turn."""
+        if text_data is None or bytes_data is not None or close:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+            return
+        # What channels' send does for a text frame, without its two layers of coroutines.
+        message = {"type": "websocket.send", "text": text_data}
+        if push:
+            message[PUSH] = True
+        await self.base_send(message)
+
     async def send_frame(self, frame: dict) -> None:
         if self.closed:
             return
         try:
-            await self.send(text_data=protocol.encode(frame))
+            # The first token of a response goes out at once: the task serving it may
+            # go on reading an upstream burst without giving the loop back, and the
+            # server would write nothing until it did. Later frames are coalesced.
+            await self.send(text_data=protocol.encode(frame),
+                            push=frame["type"] == "llm_token" and frame["seq"] == 0)
         except Disconnected:
             # The client's socket closed a moment ago and the server has not told this
             # consumer yet: not a failure of the request. Sending stops here; the

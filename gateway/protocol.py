@@ -280,16 +280,30 @@ def _describe(exc: ValidationError) -> str:
 
 # --- Server -> client frames -------------------------------------------------------
 
+# The JSON string encoder `json.dumps(..., ensure_ascii=False)` itself uses (C when available).
+_json_string = json.encoder.encode_basestring
+
+
 def encode(frame: dict[str, Any]) -> str:
+    if frame.get("type") == "llm_token" and len(frame) == 4:
+        # One per token: spelled out, the same text json.dumps gives (tested), in a third of its time.
+        request_id, seq, content = frame.get("request_id"), frame.get("seq"), frame.get("content")
+        if type(request_id) is str and type(seq) is int and type(content) is str:
+            text = (f'{{"type":"llm_token","request_id":{_json_string(request_id)},"seq":{seq},'
+                    f'"content":{_json_string(content)}}}')
+            return text if text.isascii() else _utf8_safe(text, frame)
     text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate from upstream (a provider may send "\ud800" in its
-            # JSON): the ASGI server could not encode the frame and would drop the
-            # connection. JSON's own escape carries it faithfully instead.
-            text = json.dumps(frame, separators=(",", ":"))
+    return text if text.isascii() else _utf8_safe(text, frame)
+
+
+def _utf8_safe(text: str, frame: dict[str, Any]) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate from upstream (a provider may send "\ud800" in its
+        # JSON): the ASGI server could not encode the frame and would drop the
+        # connection. JSON's own escape carries it faithfully instead.
+        text = json.dumps(frame, separators=(",", ":"))
     return text
 
 

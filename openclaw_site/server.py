@@ -38,6 +38,9 @@
    the kernel spreads new connections over the processes' sockets. When its
    runtime has started, the process tells its supervisor it is ready (one byte
    on the pipe named by OPENCLAW_SERVE_READY_FD).
+9. The first token's way out (`openclaw_site.sockets`): `TCP_NODELAY` on every
+   accepted connection, and a `websocket.send` carrying `infra.asgi_push.PUSH`
+   written to the socket at once rather than at the reactor's next turn.
 """
 from __future__ import annotations
 
@@ -58,6 +61,8 @@ from twisted.internet import defer
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.web import http
 
+from openclaw_site import sockets
+
 DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0
 # After the 408, how long a peer that does not read may keep the socket before it is aborted.
 _ABORT_AFTER_408_SECONDS = 2.0
@@ -71,6 +76,11 @@ REUSE_PORT_BACKLOG = 1024
 
 
 class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
+    def handle_reply(self, message):
+        super().handle_reply(message)
+        if message.get(sockets.PUSH):
+            sockets.push(self.transport)  # the frame goes out now, not at the reactor's next turn
+
     def dropConnection(self, abort: bool = False) -> None:  # noqa: N802 (autobahn's name)
         super().dropConnection(abort=abort and not self.wasClean)
 
@@ -96,6 +106,7 @@ class HeadDeadlineChannel(http.HTTPChannel):
     _head_deadline = None  # the pending IDelayedCall while a request is being read
 
     def connectionMade(self):  # noqa: N802 (Twisted's name)
+        sockets.accepted(self.transport)  # TCP_NODELAY, before anything is written
         super().connectionMade()
         self._arm_head_deadline()
 

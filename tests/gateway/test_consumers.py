@@ -782,7 +782,7 @@ async def test_a_send_to_a_socket_that_just_closed_is_the_client_going_away_not_
     while (await next_frame(comm))["type"] != "llm_token":
         pass
 
-    async def closed_socket(self, text_data=None, bytes_data=None, close=False):
+    async def closed_socket(self, text_data=None, bytes_data=None, close=False, push=False):
         raise Disconnected("Attempt to send on a closed protocol")
 
     monkeypatch.setattr(GatewayConsumer, "send", closed_socket)
@@ -790,3 +790,46 @@ async def test_a_send_to_a_socket_that_just_closed_is_the_client_going_away_not_
     await comm.disconnect()
     usage = await usage_of("closing")
     assert usage.status == "client_gone" and usage.completion_tokens > 0 and usage.cost_usd > 0
+
+
+async def test_frames_are_handled_without_a_thread_hop_per_message(issued_key, deployment, monkeypatch):
+    """channels' own dispatch runs close_old_connections on its thread-sensitive executor
+    before every message; the consumer's dispatch does not (its database work checks
+    its own connections), and frames are still handled."""
+    import channels.consumer
+
+    hops = []
+
+    async def counted():
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    comm = await authed(issued_key)
+    await send_frame(comm, {"type": "ping"})
+    assert await next_frame(comm) == {"type": "pong"}
+    await send_frame(comm, {"type": "llm_request", "request_id": "no-hop", "model": "mock-fast",
+                            "prompt": "hi [[mock tokens=3 rate=0]]"})
+    assert (await collect(comm))["no-hop"][-1]["type"] == "llm_response_end"
+    assert hops == []
+    await comm.disconnect()
+
+
+async def test_the_first_token_of_each_response_and_only_it_asks_to_be_pushed_out(issued_key, deployment):
+    """The first llm_token's ASGI message carries infra.asgi_push.PUSH (the server writes it
+    to the socket at once); every other frame is left to the server's usual batching."""
+    from infra.asgi_push import PUSH
+
+    comm = await authed(issued_key)
+    messages = []
+    for request_id, stream in (("pushed-1", True), ("pushed-2", True), ("whole", False)):
+        await send_frame(comm, {"type": "llm_request", "request_id": request_id, "model": "mock-fast",
+                                "prompt": "hi [[mock tokens=4 rate=0]]", "parameters": {"stream": stream}})
+        while True:
+            message = await comm.receive_output(timeout=10)
+            messages.append((json.loads(message["text"]), message.get(PUSH, False)))
+            if messages[-1][0]["type"] in ("llm_response_end", "error"):
+                break
+    pushed = [(frame["request_id"], frame["type"], frame["seq"]) for frame, push in messages if push]
+    assert pushed == [("pushed-1", "llm_token", 0), ("pushed-2", "llm_token", 0), ("whole", "llm_token", 0)]
+    assert sum(frame["type"] == "llm_token" for frame, _ in messages) == 4 + 4 + 1
+    await comm.disconnect()

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.protocol import (
     ERROR_NAMES,
@@ -178,6 +180,32 @@ def test_frames_with_a_lone_surrogate_from_upstream_still_encode_as_valid_utf8()
     text.encode("utf-8")
     assert json.loads(text) == frame
     assert encode({"type": "x", "content": "é"}) == '{"type":"x","content":"é"}'  # the common case stays compact
+
+
+@given(request_id=st.text(max_size=40), seq=st.integers(min_value=0, max_value=2**63), content=st.text(max_size=60))
+@settings(max_examples=300)
+def test_a_token_frame_encodes_exactly_as_json_dumps_would(request_id, seq, content):
+    """llm_token frames are spelled out by hand (one per token); the text is the one the
+    generic encoding gives, byte for byte, for any text (lone surrogates included)."""
+    from gateway.protocol import encode, token_frame
+
+    frame = token_frame(request_id=request_id, seq=seq, content=content)
+    expected = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    try:
+        expected.encode("utf-8")
+    except UnicodeEncodeError:
+        expected = json.dumps(frame, separators=(",", ":"))
+    assert encode(frame) == expected
+    assert json.loads(encode(frame)) == frame
+
+
+def test_a_frame_that_only_looks_like_a_token_frame_is_encoded_generically():
+    from gateway.protocol import encode
+
+    odd = {"type": "llm_token", "request_id": "r", "seq": True, "content": "x"}  # a bool is not a seq
+    assert encode(odd) == '{"type":"llm_token","request_id":"r","seq":true,"content":"x"}'
+    extra = {"type": "llm_token", "request_id": "r", "seq": 1, "content": "x", "more": 1}
+    assert json.loads(encode(extra)) == extra
 
 
 def test_text_from_a_provider_is_made_storable():
