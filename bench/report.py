@@ -295,8 +295,9 @@ def peer_section(fast: dict, machine: dict) -> list[str]:
                          f"{_f(r['tokens_per_s'], 0)} | {cpu} | {r['mock_cores']:.2f} | {_f(r['to_mock_p50'])} | "
                          f"{_f(r['back_p50'])} |")
     busiest = max(streams.items(), key=lambda item: item[1]["mock_cores"])
-    lines += ["", f"The mock used at most {busiest[1]['mock_cores']:.2f} cores ({busiest[0][0]}, {busiest[0][1]} "
-              "streams); every other path used far less of it, so it bounds only the `mock HTTP` row. "
+    n = busiest[0][1]
+    lines += ["", f"The mock used at most {busiest[1]['mock_cores']:.2f} cores ({busiest[0][0]}, {n} "
+              f"stream{'s' if n > 1 else ''}); every other path used far less of it, so it bounds only the `mock HTTP` row. "
               "CPU per 1,000 tokens: the proxy's is every process in its process group."]
     return lines
 
