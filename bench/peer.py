@@ -55,8 +55,8 @@ def unavailable_reason() -> str | None:
         return None
     if FAILED_LOG.exists():
         tail = [line.strip() for line in FAILED_LOG.read_text(errors="replace").splitlines() if line.strip()][-3:]
-        return (f"its install failed (var/bench-peer/install-failed.log ends: {' / '.join(tail)[:400]}); "
-                "`make bench` tries again")
+        said = f"ends: {' / '.join(tail)[:400]}" if tail else "is empty"
+        return f"its install failed (var/bench-peer/install-failed.log {said}); `make bench` tries again"
     return "it is not installed: `make bench` installs it into var/bench-peer/venv (`python -m bench.run` alone does not)"
 
 
