@@ -50,6 +50,7 @@ class Sample:
     first_at: float | None = None  # time.time() of the first content token
     tokens: int = 0
     error: str | None = None
+    reported_first_token_ms: int | None = None  # the gateway's own latency_ms.first_token (end frame)
 
 
 Request = Callable[[str], Awaitable[Sample]]
@@ -69,6 +70,7 @@ def _token(sample: Sample, t0: float) -> None:
 
 
 # --- (a) the mock directly: aiohttp, streaming SSE ---------------------------------------
+# Also the LiteLLM Proxy row: the same client, pointed at the proxy's /v1 instead of the mock's.
 
 @contextlib.asynccontextmanager
 async def mock_http_session() -> AsyncIterator[aiohttp.ClientSession]:
@@ -76,7 +78,7 @@ async def mock_http_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def mock_http_path(session: aiohttp.ClientSession, api_base: str, mock: MockSettings) -> SlotFactory:
+def mock_http_path(session: aiohttp.ClientSession, api_base: str, mock: MockSettings, api_key: str = "x") -> SlotFactory:
     @contextlib.asynccontextmanager
     async def slot() -> AsyncIterator[Request]:
         async def request(tag: str) -> Sample:
@@ -84,7 +86,7 @@ def mock_http_path(session: aiohttp.ClientSession, api_base: str, mock: MockSett
                     "max_tokens": mock.tokens, "stream": True, "stream_options": {"include_usage": True}}
             sample, t0 = _start(tag)
             async with session.post(f"{api_base}/chat/completions", json=body,
-                                    headers={"Authorization": "Bearer x"}) as resp:
+                                    headers={"Authorization": f"Bearer {api_key}"}) as resp:
                 resp.raise_for_status()
                 async for line in resp.content:
                     if line.startswith(b"data: {"):
@@ -148,6 +150,7 @@ def gateway_path(url: str, key: str, mock: MockSettings, model: str = MODEL) -> 
                     if kind == "llm_token":
                         _token(sample, t0)
                     elif kind == "llm_response_end":
+                        sample.reported_first_token_ms = (frame.get("latency_ms") or {}).get("first_token")
                         return sample
                     elif kind == "error":
                         raise RuntimeError(f"gateway error {frame.get('code')}: {frame.get('message')}")
@@ -164,6 +167,30 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in a process group (a server and its
+    workers), plus what its members' exited children used (cutime + cstime)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += sum(int(x) for x in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+CpuSource = int | Callable[[], float]  # a pid, or a function returning CPU seconds
+
+
+def _cpu(source: CpuSource) -> float:
+    return source() if callable(source) else cpu_seconds(source)
 
 
 @dataclass
@@ -190,10 +217,11 @@ class PhaseResult:
 
 
 async def run_phase(slot: SlotFactory, *, streams: int, per_stream: int, tag: str,
-                    pids: dict[str, int]) -> PhaseResult:
+                    pids: dict[str, CpuSource]) -> PhaseResult:
     """Open ``streams`` slots, then time ``per_stream`` sequential requests on each, all at once.
 
-    The CPU time of each process in ``pids`` is read just before and just after the timed part.
+    The CPU time of each process in ``pids`` (a pid, or a function for a process group) is
+    read just before and just after the timed part.
     """
     result = PhaseResult()
     async with contextlib.AsyncExitStack() as stack:
@@ -207,9 +235,9 @@ async def run_phase(slot: SlotFactory, *, streams: int, per_stream: int, tag: st
                 except Exception as exc:  # noqa: BLE001 (a failed request is counted, not fatal)
                     result.samples.append(Sample(tag=name, error=f"{type(exc).__name__}: {exc}"[:200]))
 
-        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu0 = {name: _cpu(source) for name, source in pids.items()}
         t0 = time.perf_counter()
         await asyncio.gather(*(drive(i, r) for i, r in enumerate(requests)))
         result.wall = time.perf_counter() - t0
-        result.cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        result.cpu = {name: _cpu(source) - cpu0[name] for name, source in pids.items()}
     return result

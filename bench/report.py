@@ -17,6 +17,10 @@ MARKER = "<!-- latest run: everything below this line is rewritten by `make benc
 # The targets from the issue.
 TTFT_OVERHEAD_MS = 2.0
 THROUGHPUT_RATIO = 0.90
+# Issue 14's, against litellm in-process and LiteLLM Proxy on the zero-delay upstream.
+PEER_TTFT_MARGIN_MS = 1.0   # 1 stream: gateway TTFT p50 at most litellm's + this
+PEER_THROUGHPUT_RATIO = 2.0  # most streams: gateway tokens/s at least this × the proxy's
+PEER = "LiteLLM Proxy"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -67,8 +71,8 @@ def machine() -> dict:
     }
 
 
-def _met(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else "**met**" if ok else "**not met**"
 
 
 def _ratio(a: float, b: float) -> float:
@@ -80,7 +84,8 @@ def _f(value: float, digits: int = 1) -> str:
 
 
 def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, gateway_requests: int,
-           conns: dict, route: dict | None = None, routing: dict | None = None, quick: bool = False) -> str:
+           conns: dict, route: dict | None = None, routing: dict | None = None, quick: bool = False,
+           fast: dict | None = None) -> str:
     m = machine
     lines = [
         "## Latest run" + (" (--quick: a check that it runs, not the benchmark's numbers)" if quick else ""), "",
@@ -114,6 +119,9 @@ def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, ga
                      f"in-process: "
                      f"below) < {TARGET_P50_MS:g} ms at p50 | {p50_ms:.3f} ms (p99 {row['p99'] / 1000:.3f}) | "
                      f"{_met(p50_ms < TARGET_P50_MS)} |")
+    if fast is not None:
+        lines += [f"| {target} | {measured} | {_met(ok)} |"
+                  for target, measured, ok in peer_targets(fast["streams"], fast["levels"], fast["peer"])]
     lines += [
         "", "### Gateway ÷ litellm", "",
         "| | " + " | ".join(f"{s} stream{'s' if s > 1 else ''}" for s, _ in levels) + " |",
@@ -157,6 +165,7 @@ def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, ga
            ": over half a core, so that row is partly limited by the mock."),
         "",
         f"Usage records written by the gateway: {sum(usage.values())} for {gateway_requests} requests "
+        + ("(both upstreams, warm-ups included) " if fast is not None else "") +
         f"({', '.join(f'{k}: {v}' for k, v in sorted(usage.items()))})."
         + (f" {short} requests received fewer than {mock.tokens} tokens." if short else ""),
         "", "### Where the time to first token goes (p50, ms)", "",
@@ -169,6 +178,10 @@ def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, ga
             r = streams[(p, s)]
             lines.append(f"| {p} | {s} | {_f(r['to_mock_p50'])} | {_f(r['in_mock_p50'])} | {_f(r['back_p50'])} | "
                          f"{_f(r['ttft_p50'])} |")
+    if fast is not None:
+        lines += peer_section(fast, machine)
+    lines += first_token_section([(f"paced ({mock.ttft_ms} ms, {mock.rate:g} tok/s)", levels, streams)]
+                                 + ([("zero-delay", fast["levels"], fast["streams"])] if fast is not None else []))
     c = conns
     lines += [
         "", "### Idle authenticated connections, one gateway process", "",
@@ -184,6 +197,133 @@ def render(*, machine: dict, mock, levels, paths, streams: dict, usage: dict, ga
     if c["first_failure"]:
         lines += ["", f"First connection failure: `{c['first_failure']}`"]
     return "\n".join(lines) + "\n"
+
+
+def peer_targets(streams: dict, levels, peer: dict) -> list[tuple[str, str, bool | None]]:
+    """Issue 14's targets on the zero-delay rows: (target, measured, met; None when not measured)."""
+    s_min, s_max = levels[0][0], levels[-1][0]
+    missing = f"no {PEER} row: {peer.get('reason')}"
+    g, l = streams[("gateway", s_min)], streams[("litellm", s_min)]
+    p = streams.get((PEER, s_min))
+    out = [(f"zero-delay upstream, {s_min} stream: gateway TTFT p50 ≤ litellm in-process + {PEER_TTFT_MARGIN_MS:g} ms",
+            f"gateway {_f(g['ttft_p50'])} ms, litellm {_f(l['ttft_p50'])} + {PEER_TTFT_MARGIN_MS:g} = "
+            f"{_f(l['ttft_p50'] + PEER_TTFT_MARGIN_MS)} ms ({_f(g['ttft_p50'] - l['ttft_p50'])} ms over litellm)",
+            g["ttft_p50"] <= l["ttft_p50"] + PEER_TTFT_MARGIN_MS)]
+    out.append((f"zero-delay upstream, {s_min} stream: gateway TTFT p50 below {PEER}'s",
+                missing if p is None else f"gateway {_f(g['ttft_p50'])} ms, proxy {_f(p['ttft_p50'])} ms "
+                f"(ratio {_f(_ratio(g['ttft_p50'], p['ttft_p50']), 2)})",
+                None if p is None else g["ttft_p50"] < p["ttft_p50"]))
+    g, p = streams[("gateway", s_max)], streams.get((PEER, s_max))
+    ratio = None if p is None else _ratio(g["tokens_per_s"], p["tokens_per_s"])
+    out.append((f"zero-delay upstream, {s_max} streams: gateway tokens/s ≥ {PEER_THROUGHPUT_RATIO:g}× {PEER}'s",
+                missing if p is None else f"{_f(ratio, 2)}× ({_f(g['tokens_per_s'], 0)} vs "
+                f"{_f(p['tokens_per_s'], 0)} tok/s)",
+                None if p is None else ratio >= PEER_THROUGHPUT_RATIO))
+    out.append((f"zero-delay upstream, {s_max} streams: gateway TTFT p99 no worse than {PEER}'s",
+                missing if p is None else f"gateway {_f(g['ttft_p99'])} ms, proxy {_f(p['ttft_p99'])} ms "
+                f"(ratio {_f(_ratio(g['ttft_p99'], p['ttft_p99']), 2)})",
+                None if p is None else g["ttft_p99"] <= p["ttft_p99"]))
+    return out
+
+
+def peer_verdicts(streams: dict, levels, peer: dict) -> list[str]:
+    """The issue-14 targets as plain lines for the terminal: '<target>: met|not met (<measured>)'."""
+    plain = {True: "met", False: "not met", None: "not measured"}
+    return [f"{target}: {plain[ok]} ({measured})" for target, measured, ok in peer_targets(streams, levels, peer)]
+
+
+def peer_section(fast: dict, machine: dict) -> list[str]:
+    """The zero-delay rows: the gateway against litellm in-process and LiteLLM Proxy."""
+    mock, levels, streams, peer, paths = fast["mock"], fast["levels"], fast["streams"], fast["peer"], fast["paths"]
+    workers = peer["workers"]
+    if peer.get("reason"):
+        who = f"**{PEER} is not in this run**: {peer['reason']}."
+    else:
+        who = (f"{PEER} is litellm {peer['version']}'s own proxy (`litellm --config … --num_workers {workers}`: "
+               f"{workers} worker process{'es' if workers > 1 else ''}, as many as the gateway's "
+               f"{peer['gateway_processes']}), installed by `make bench` in var/bench-peer/venv, one model on the "
+               "same mock behind a random master key, no database, streamed over HTTP SSE by the `mock HTTP` client.")
+    lines = [
+        "", f"### Zero-delay upstream: the gateway against litellm and {PEER}", "",
+        f"The mock with no wait before the first token (`ttft_ms={mock.ttft_ms:g}`) and no pacing (`rate={mock.rate:g}`), "
+        f"{mock.tokens} tokens per request, so what each path costs in CPU shows at every level. "
+        + ", ".join(f"{s} stream{'s' if s > 1 else ''} × {n} sequential requests" for s, n in levels)
+        + f", after a warm-up of every path. {who} The gateway: {machine.get('database', '?')}, "
+        f"{machine.get('layer', '?')} channel layer, the demo org without a budget. Targets: *Against the "
+        "targets* above.", "",
+        "| | " + " | ".join(f"{s} stream{'s' if s > 1 else ''}" for s, _ in levels) + " |",
+        "| --- |" + " --- |" * len(levels),
+    ]
+    have_peer = all((PEER, s) in streams for s, _ in levels)
+    rows = {
+        "TTFT p50 (ms): gateway / litellm" + (" / proxy" if have_peer else ""): lambda g, l, p: (
+            f"{_f(g['ttft_p50'])} / {_f(l['ttft_p50'])}" + (f" / {_f(p['ttft_p50'])}" if p else "")),
+        "TTFT p99 (ms): gateway / litellm" + (" / proxy" if have_peer else ""): lambda g, l, p: (
+            f"{_f(g['ttft_p99'])} / {_f(l['ttft_p99'])}" + (f" / {_f(p['ttft_p99'])}" if p else "")),
+        "TTFT p50: gateway − litellm (ms)": lambda g, l, p: _f(g["ttft_p50"] - l["ttft_p50"]),
+        "tokens/s: gateway / litellm" + (" / proxy" if have_peer else ""): lambda g, l, p: (
+            f"{_f(g['tokens_per_s'], 0)} / {_f(l['tokens_per_s'], 0)}" + (f" / {_f(p['tokens_per_s'], 0)}" if p else "")),
+        "tokens/s ratio: gateway ÷ litellm": lambda g, l, p: _f(_ratio(g["tokens_per_s"], l["tokens_per_s"]), 2),
+    }
+    if have_peer:
+        rows.update({
+            "TTFT p50 ratio: gateway ÷ proxy": lambda g, l, p: _f(_ratio(g["ttft_p50"], p["ttft_p50"]), 2),
+            "TTFT p99 ratio: gateway ÷ proxy": lambda g, l, p: _f(_ratio(g["ttft_p99"], p["ttft_p99"]), 2),
+            "tokens/s ratio: gateway ÷ proxy": lambda g, l, p: _f(_ratio(g["tokens_per_s"], p["tokens_per_s"]), 2),
+            "CPU ms per 1,000 tokens: gateway process / proxy processes": lambda g, l, p: (
+                f"{_f(g['gateway_cpu_per_1k'], 0)} / {_f(p['peer_cpu_per_1k'], 0)}"),
+        })
+    for label, cell in rows.items():
+        lines.append(f"| {label} | " + " | ".join(
+            cell(streams[("gateway", s)], streams[("litellm", s)], streams.get((PEER, s))) for s, _ in levels) + " |")
+    lines += [
+        "", "| path | streams | requests (errors) | TTFT p50 ms | TTFT p99 ms | tokens/s | CPU ms / 1k tokens | "
+        "mock CPU (cores) | client → mock receives p50 | mock's first chunk → client p50 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s, _ in levels:
+        for p in paths:
+            r = streams[(p, s)]
+            if p.startswith("gateway"):
+                cpu = f"{_f(r['gateway_cpu_per_1k'], 0)} gateway (+{_f(r['bench_cpu_per_1k'], 0)} client)"
+            elif p == PEER:
+                cpu = f"{_f(r['peer_cpu_per_1k'], 0)} proxy (+{_f(r['bench_cpu_per_1k'], 0)} client)"
+            else:
+                cpu = f"{_f(r['bench_cpu_per_1k'], 0)} in-process"
+            errors = f" ({r['errors']}: {r['first_error']})" if r["errors"] else " (0)"
+            lines.append(f"| {p} | {s} | {r['requests']}{errors} | {_f(r['ttft_p50'])} | {_f(r['ttft_p99'])} | "
+                         f"{_f(r['tokens_per_s'], 0)} | {cpu} | {r['mock_cores']:.2f} | {_f(r['to_mock_p50'])} | "
+                         f"{_f(r['back_p50'])} |")
+    busiest = max(streams.items(), key=lambda item: item[1]["mock_cores"])
+    n = busiest[0][1]
+    lines += ["", f"The mock used at most {busiest[1]['mock_cores']:.2f} cores ({busiest[0][0]}, {n} "
+              f"stream{'s' if n > 1 else ''}); every other path used far less of it, so it bounds only the `mock HTTP` row. "
+              "CPU per 1,000 tokens: the proxy's is every process in its process group."]
+    return lines
+
+
+def first_token_section(runs: list[tuple[str, list, dict]]) -> list[str]:
+    """The gateway's own `latency_ms.first_token` (end frame) against its client's TTFT."""
+    lines = [
+        "", "### Gateway-reported first token against client-observed first token", "",
+        "The gateway reports `latency_ms.first_token` in each `llm_response_end` frame (and the usage record): "
+        "whole milliseconds, truncated, from the start of `serve_request` to the first token it sends. The "
+        "client's TTFT runs from sending the `llm_request` frame to receiving the first `llm_token`. The "
+        "difference is the time outside the request pipeline, both ways (client socket, daphne, channels, "
+        "the consumer, the task; the truncation adds about 0.5 ms on average).", "",
+        "| upstream | streams | requests with a report | client TTFT p50 ms | gateway-reported p50 ms | "
+        "client − reported p50 ms | client − reported p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for upstream, levels, streams in runs:
+        for s, _ in levels:
+            r = streams.get(("gateway", s))
+            if r is None:
+                continue
+            lines.append(f"| {upstream} | {s} | {r['reported']} | {_f(r['client_ttft_of_reported_p50'])} | "
+                         f"{_f(r['reported_first_token_p50'])} | {_f(r['outside_pipeline_p50'])} | "
+                         f"{_f(r['outside_pipeline_p99'])} |")
+    return lines
 
 
 def routed_section(levels, streams: dict, route: dict) -> list[str]:
@@ -217,7 +357,7 @@ def routed_section(levels, streams: dict, route: dict) -> list[str]:
     served = route.get("served") or {}
     total = sum(served.values())
     if total:
-        lines += ["", f"Served by (usage records of the routed requests, warm-up included): "
+        lines += ["", "Served by (usage records of the routed requests, warm-up included): "
                   + ", ".join(f"{name} {count} ({count * 100 / total:.0f}%)" for name, count in served.items())
                   + ". The latency strategy sends each request to the deployment with the lowest observed time to "
                   "first token, and 5% to another at random; all three are the same mock here, so which one "

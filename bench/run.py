@@ -14,19 +14,31 @@ What it does, on loopback, with everything started fresh (mock LLM, SQLite stack
       same directives, the same litellm model string as (c)); the gateway's routing policies,
       strategy and health bookkeeping run for every request. Compared with (c), that is what
       routing costs end to end.
-2. Idle authenticated WebSockets held by the one gateway process, and its memory per connection.
-3. One request's budget step, reserve + settle, in-process (``bench.budget_ledger``, which also
+2. Against the peer, on a zero-delay upstream (mock: ``ttft_ms=0``, ``rate=0`` = no pacing, 50
+   tokens), where each path's own CPU cost shows: (a), (b), (c) and
+   e. ``LiteLLM Proxy`` — ``litellm --config … --num_workers N`` (N = the gateway's process
+      count, 1), started by the benchmark from its own virtual environment (var/bench-peer,
+      installed by ``make bench`` from the hash-pinned bench/peer-requirements.txt), with one
+      model on the same mock, streamed by the (a) client over HTTP SSE;
+   at 1 stream (200 sequential requests) and 50 concurrent streams (4 each). The issue-14
+   ratios are computed from these rows: gateway TTFT against litellm + 1 ms and against the
+   proxy at 1 stream; gateway tokens/s ÷ the proxy's (≥ 2×) and TTFT p99 at 50 streams. Both
+   runs also compare the gateway's own ``latency_ms.first_token`` (end frame) with the TTFT its
+   client observed. Without the proxy's environment (or if it fails to start) the rows run
+   without it and the report says why.
+3. Idle authenticated WebSockets held by the one gateway process, and its memory per connection.
+4. One request's budget step, reserve + settle, in-process (``bench.budget_ledger``, which also
    runs alone: ``python -m bench.budget_ledger``).
-4. One request's routing decision, in-process (``bench.routing_decision``, which also runs
+5. One request's routing decision, in-process (``bench.routing_decision``, which also runs
    alone: ``python -m bench.routing_decision``): end-to-end noise is far larger than the
    decision itself, so it is timed directly.
-5. Prompt truncation, in-process (``bench.truncation``, which also runs alone:
+6. Prompt truncation, in-process (``bench.truncation``, which also runs alone:
    ``python -m bench.truncation``): 3,000 tiny messages into an 8k context, the old quadratic
    algorithm (the baseline, about 100 s of CPU) against the gateway's, and one org's burst of
    them beside another org's count.
 
 ``--quick`` checks that everything runs, in about two minutes: fewer requests and
-streams, 200 idle connections, a shorter routing-decision run, no budget ledger, truncation
+streams, the peer only if its environment exists, 200 idle connections, a shorter routing-decision run, no budget ledger, truncation
 of 1,000 messages; it prints
 only (docs/benchmarks.md is left alone) and its numbers are not the benchmark's.
 
@@ -51,6 +63,9 @@ How to read the numbers:
 - ``gateway (route)`` − ``gateway`` is what routing costs end to end; the decision itself is
   tens of microseconds (item 4), far below the run-to-run spread, so a difference there
   means something only if it holds across runs.
+- The gateway's ``latency_ms.first_token`` is whole milliseconds (truncated) from the start of
+  ``serve_request``; the client's TTFT minus it is the time spent outside the request pipeline
+  (daphne, channels, the consumer, the socket, both ways), about 0.5 ms overstated on average.
 - The machine is shared: the load average before and after is in the report; rerun before
   trusting a small difference. Targets are reported as met or not met, never enforced.
 """
@@ -69,10 +84,10 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from bench import budget_ledger, report, routing_decision, truncation  # noqa: E402
+from bench import budget_ledger, peer, report, routing_decision, truncation  # noqa: E402
 from bench.clients import (  # noqa: E402
-    MockSettings, PhaseResult, cpu_seconds, gateway_path, litellm_path, mock_http_path, mock_http_session,
-    open_authenticated, run_phase,
+    MODEL, MockSettings, PhaseResult, cpu_seconds, gateway_path, group_cpu_seconds, litellm_path, mock_http_path,
+    mock_http_session, open_authenticated, run_phase,
 )
 from tests.support.mockllm import MockLLMProcess  # noqa: E402
 from tests.support.routes import configure  # noqa: E402
@@ -84,7 +99,16 @@ LEVELS = [(1, 30), (50, 4)]  # (concurrent streams, sequential requests per stre
 WARM_UP = [(1, 3), (10, 1)]  # the same, before measuring each path
 PATHS = ["mock HTTP", "litellm", "gateway", "gateway (route)"]
 GATEWAY_PATHS = ["gateway", "gateway (route)"]
-TAGS = {"mock HTTP": "mock", "litellm": "litellm", "gateway": "gateway", "gateway (route)": "route"}  # mock tags
+TAGS = {"mock HTTP": "mock", "litellm": "litellm", "gateway": "gateway", "gateway (route)": "route",
+        "LiteLLM Proxy": "peer"}  # mock tags
+# Against the peer: a zero-delay upstream (no first-token wait, no pacing), so what each path
+# costs in CPU shows at every level (the paced mock makes every path equal at 1 stream).
+MOCK_FAST = MockSettings(ttft_ms=0, rate=0, tokens=50)
+FAST_LEVELS = [(1, 200), (50, 4)]
+FAST_WARM_UP = [(1, 5), (10, 2)]
+PEER = "LiteLLM Proxy"
+FAST_PATHS = ["mock HTTP", "litellm", "gateway", PEER]
+GATEWAY_PROCESSES = 1  # the gateway row's processes; the proxy gets as many workers by default
 CONNECTIONS = 5000
 CONNECT_BATCH = 200  # connections opened at once (no SYN flood)
 # The routed path: a route over three deployments on the same mock, latency strategy.
@@ -94,6 +118,8 @@ ROUTE_DEPLOYMENTS = ["bench-route-a", "bench-route-b", "bench-route-c"]
 # --quick: does everything run? (not the benchmark's numbers)
 QUICK_LEVELS = [(1, 10), (10, 2)]
 QUICK_WARM_UP = [(1, 2), (5, 1)]
+QUICK_FAST_LEVELS = [(1, 20), (10, 2)]
+QUICK_FAST_WARM_UP = [(1, 2), (5, 1)]
 QUICK_CONNECTIONS = 200
 QUICK_ROUTING = ["--iterations", "2000", "--warm-up", "200", "--cold-iterations", "50", "--bursts", "1"]
 
@@ -133,9 +159,31 @@ def fd_count(pid: int) -> int:
 
 # --- streaming ------------------------------------------------------------------------------
 
-async def streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int, *, levels, warm_up) -> dict:
-    pids = {"mock": mock.proc.pid, "gateway": gateway_pid, "bench": os.getpid()}
+async def streaming(mock: MockLLMProcess, paths: dict, pids: dict, *, settings: MockSettings, levels, warm_up,
+                    prefix: str = "") -> dict:
+    """Every path warmed up, then each level run path after path; {(path, streams): summary}."""
     results: dict[tuple[str, int], dict] = {}
+    for name, slot in paths.items():  # litellm's first call is slow; daphne's and the proxy's too
+        say(f"warming up {name}")
+        for streams, per_stream in warm_up:
+            warm = await run_phase(slot, streams=streams, per_stream=per_stream, tag=f"{prefix}warm", pids={})
+            if warm.errors:
+                error = peer.PeerError if name == PEER else RuntimeError
+                raise error(f"{name} fails while warming up: {next(s.error for s in warm.samples if s.error)}")
+    for streams, per_stream in levels:
+        for name, slot in paths.items():
+            mock.clear()
+            phase = await run_phase(slot, streams=streams, per_stream=per_stream,
+                                    tag=f"{prefix}{TAGS[name]}{streams}", pids=pids)
+            results[(name, streams)] = r = summarize(phase, mock.events(), settings)
+            say(f"{name:15} {streams:2} streams: TTFT p50 {r['ttft_p50']:.1f} ms, p99 {r['ttft_p99']:.1f} ms, "
+                f"{r['tokens_per_s']:.0f} tok/s, {r['errors']} errors, mock {r['mock_cores']:.2f} cores")
+    return results
+
+
+async def paced_streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int, *, levels, warm_up) -> dict:
+    """The four paths of item 1 on the paced mock (MOCK)."""
+    pids = {"mock": mock.proc.pid, "gateway": gateway_pid, "bench": os.getpid()}
     async with mock_http_session() as session:
         paths = {
             "mock HTTP": mock_http_path(session, mock.api_base, MOCK),
@@ -143,22 +191,47 @@ async def streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int, *, lev
             "gateway": gateway_path(stack.url(), stack.api_key, MOCK),
             "gateway (route)": gateway_path(stack.url(), stack.api_key, MOCK, model=ROUTE_ALIAS),
         }
-        for name, slot in paths.items():  # litellm's first call is slow; daphne's too
-            say(f"warming up {name}")
-            for streams, per_stream in warm_up:
-                warm = await run_phase(slot, streams=streams, per_stream=per_stream, tag="warm", pids={})
-                if warm.errors:
-                    raise RuntimeError(f"{name} fails while warming up: {warm.samples[0].error}")
-        for streams, per_stream in levels:
-            for name, slot in paths.items():
-                mock.clear()
-                phase = await run_phase(slot, streams=streams, per_stream=per_stream,
-                                        tag=f"{TAGS[name]}{streams}", pids=pids)
-                results[(name, streams)] = summarize(phase, mock.events())
-                r = results[(name, streams)]
-                say(f"{name:15} {streams:2} streams: TTFT p50 {r['ttft_p50']:.1f} ms, p99 {r['ttft_p99']:.1f} ms, "
-                    f"{r['tokens_per_s']:.0f} tok/s, {r['errors']} errors, mock {r['mock_cores']:.2f} cores")
-    return results
+        return await streaming(mock, paths, pids, settings=MOCK, levels=levels, warm_up=warm_up)
+
+
+async def fast_streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int, proxy: peer.LiteLLMProxy | None, *,
+                         levels, warm_up) -> dict:
+    """Item 2: the zero-delay upstream (MOCK_FAST), with the peer when it runs."""
+    pids = {"mock": mock.proc.pid, "gateway": gateway_pid, "bench": os.getpid()}
+    async with mock_http_session() as session:
+        paths = {
+            "mock HTTP": mock_http_path(session, mock.api_base, MOCK_FAST),
+            "litellm": litellm_path(mock.api_base, MOCK_FAST),
+            "gateway": gateway_path(stack.url(), stack.api_key, MOCK_FAST),
+        }
+        if proxy is not None:
+            paths[PEER] = mock_http_path(session, proxy.api_base, MOCK_FAST, api_key=proxy.master_key)
+            pgid = proxy.pgid
+            pids["peer"] = lambda: group_cpu_seconds(pgid)
+        return await streaming(mock, paths, pids, settings=MOCK_FAST, levels=levels, warm_up=warm_up, prefix="z")
+
+
+def run_fast(mock: MockLLMProcess, stack: Stack, gateway_pid: int, tmp: Path, *, levels, warm_up,
+             peer_workers: int, want_peer: bool) -> tuple[dict, dict]:
+    """The zero-delay rows, with LiteLLM Proxy started for them (and stopped, whatever happens)."""
+    info = {"workers": peer_workers, "gateway_processes": GATEWAY_PROCESSES, "version": None,
+            "reason": None if want_peer else "skipped (--no-peer)"}
+    if info["reason"] is None:
+        info["reason"] = peer.unavailable_reason()
+    if info["reason"] is not None:
+        say(f"LiteLLM Proxy row skipped: {info['reason']}")
+        return asyncio.run(fast_streaming(mock, stack, gateway_pid, None, levels=levels, warm_up=warm_up)), info
+    info["version"] = peer.version()
+    say(f"starting LiteLLM Proxy {info['version']} ({peer_workers} worker{'s' if peer_workers > 1 else ''})")
+    try:
+        proxy = peer.LiteLLMProxy(model=MODEL, upstream_api_base=mock.api_base, workers=peer_workers, work_dir=tmp)
+        with proxy:
+            say(f"LiteLLM Proxy ready on port {proxy.port}")
+            return asyncio.run(fast_streaming(mock, stack, gateway_pid, proxy, levels=levels, warm_up=warm_up)), info
+    except peer.PeerError as exc:
+        info["reason"] = f"it did not run: {exc}"
+        say(f"LiteLLM Proxy row dropped: {exc}" + (f"; its log ends:\n{exc.log}" if exc.log else ""))
+        return asyncio.run(fast_streaming(mock, stack, gateway_pid, None, levels=levels, warm_up=warm_up)), info
 
 
 def define_route(stack: Stack) -> None:
@@ -174,7 +247,7 @@ def define_route(stack: Stack) -> None:
         ".update(litellm_model='openai/gpt-4-turbo', context_window=128_000)"))
 
 
-def summarize(phase: PhaseResult, mock_events: list[dict]) -> dict:
+def summarize(phase: PhaseResult, mock_events: list[dict], settings: MockSettings = MOCK) -> dict:
     ok = phase.ok
     by_tag = {e["tag"]: e for e in mock_events if e.get("tag")}
     to_mock, in_mock, back = [], [], []
@@ -186,15 +259,23 @@ def summarize(phase: PhaseResult, mock_events: list[dict]) -> dict:
             back.append(s.first_at - e["first_chunk_at"])
     tokens = phase.tokens
     per_1k = lambda seconds: seconds * 1e6 / tokens if tokens else float("nan")  # noqa: E731
+    # The gateway's own first-token time (end frame) against the one its client observed.
+    reported = [s for s in ok if s.reported_first_token_ms is not None]
     return {
         "requests": len(phase.samples), "errors": phase.errors,
         "first_error": next((s.error for s in phase.samples if s.error), None),
-        "short": sum(1 for s in ok if s.tokens != MOCK.tokens),
+        "short": sum(1 for s in ok if s.tokens != settings.tokens),
         "ttft_p50": report.pct([s.ttft for s in ok], 50) * 1000,
         "ttft_p99": report.pct([s.ttft for s in ok], 99) * 1000,
         "tokens": tokens, "wall": phase.wall, "tokens_per_s": phase.tokens_per_s,
         "mock_cores": phase.cpu["mock"] / phase.wall,
         "bench_cpu_per_1k": per_1k(phase.cpu["bench"]), "gateway_cpu_per_1k": per_1k(phase.cpu["gateway"]),
+        "peer_cpu_per_1k": per_1k(phase.cpu["peer"]) if "peer" in phase.cpu else float("nan"),
+        "reported": len(reported),
+        "reported_first_token_p50": report.pct([float(s.reported_first_token_ms) for s in reported], 50),
+        "client_ttft_of_reported_p50": report.pct([s.ttft * 1000 for s in reported], 50),
+        "outside_pipeline_p50": report.pct([s.ttft * 1000 - s.reported_first_token_ms for s in reported], 50),
+        "outside_pipeline_p99": report.pct([s.ttft * 1000 - s.reported_first_token_ms for s in reported], 99),
         "to_mock_p50": report.pct(to_mock, 50) * 1000, "in_mock_p50": report.pct(in_mock, 50) * 1000,
         "back_p50": report.pct(back, 50) * 1000,
     }
@@ -266,9 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help=f"a check that everything runs: {QUICK_LEVELS} (streams, requests each) after "
                              f"{QUICK_WARM_UP}, {QUICK_CONNECTIONS} connections, a short routing-decision run, "
-                             "no budget ledger, truncation of 1,000 messages; print only")
+                             f"no budget ledger, truncation of 1,000 messages, zero-delay rows {QUICK_FAST_LEVELS} "
+                             "(the peer only if installed); print only")
+    parser.add_argument("--peer-workers", type=int, default=GATEWAY_PROCESSES, metavar="N",
+                        help="LiteLLM Proxy's --num_workers (default: the gateway row's process count, "
+                             f"{GATEWAY_PROCESSES})")
+    parser.add_argument("--no-peer", action="store_true", help="leave LiteLLM Proxy out of the zero-delay rows")
     args = parser.parse_args(argv)
+    if args.peer_workers < 1:
+        parser.error("--peer-workers must be at least 1")
     levels, warm_up = (QUICK_LEVELS, QUICK_WARM_UP) if args.quick else (LEVELS, WARM_UP)
+    fast_levels, fast_warm_up = (QUICK_FAST_LEVELS, QUICK_FAST_WARM_UP) if args.quick else (FAST_LEVELS, FAST_WARM_UP)
     connections = min(args.connections, QUICK_CONNECTIONS) if args.quick else args.connections
 
     raise_fd_limit()  # before the gateway starts: it inherits the limit
@@ -287,8 +376,14 @@ def main(argv: list[str] | None = None) -> int:
                 # so the process's own capacity is what gets measured.
                 stack.start_gateway(OPENCLAW_MAX_CONNECTIONS_PER_KEY=str(connections + 100))
                 gateway_pid = stack.processes[0][1].pid
-                stream_results = asyncio.run(streaming(mock, stack, gateway_pid, levels=levels, warm_up=warm_up))
-                gateway_requests = len(GATEWAY_PATHS) * sum(s * n for s, n in warm_up + levels)
+                stream_results = asyncio.run(paced_streaming(mock, stack, gateway_pid, levels=levels, warm_up=warm_up))
+                say(f"zero-delay upstream (ttft_ms={MOCK_FAST.ttft_ms}, rate={MOCK_FAST.rate}, "
+                    f"{MOCK_FAST.tokens} tokens): {', '.join(FAST_PATHS)}")
+                fast_results, peer_info = run_fast(mock, stack, gateway_pid, Path(tmp), levels=fast_levels,
+                                                   warm_up=fast_warm_up, peer_workers=args.peer_workers,
+                                                   want_peer=not args.no_peer)
+                gateway_requests = (len(GATEWAY_PATHS) * sum(s * n for s, n in warm_up + levels)
+                                    + sum(s * n for s, n in fast_warm_up + fast_levels))
                 usage = usage_records(stack, gateway_requests)
                 route_usage = routed_to(stack)
                 conn_results = asyncio.run(idle_connections(stack.url(), stack.api_key, gateway_pid, connections))
@@ -310,9 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     route = {"alias": ROUTE_ALIAS, "strategy": ROUTE_STRATEGY, "deployments": ROUTE_DEPLOYMENTS, "served": route_usage}
     text = (report.render(machine=machine, mock=MOCK, levels=levels, paths=PATHS, streams=stream_results,
                           usage=usage, gateway_requests=gateway_requests, conns=conn_results, route=route,
-                          routing=routing, quick=args.quick)
+                          routing=routing, quick=args.quick,
+                          fast={"mock": MOCK_FAST, "levels": fast_levels, "streams": fast_results, "peer": peer_info,
+                                "paths": [p for p in FAST_PATHS if (p, fast_levels[0][0]) in fast_results]})
             + "\n" + routing_decision.render(routing) + "\n" + budget + "\n" + truncating)
     print(text)
+    for line in report.peer_verdicts(fast_results, fast_levels, peer_info):
+        say(line)
     if not args.no_docs and not args.quick:
         report.write_docs(text)
         say("wrote docs/benchmarks.md")
