@@ -86,9 +86,9 @@ class BearerKeyMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        scope = dict(scope)
         token = _bearer_token(scope)
         if token is not None:
+            scope = dict(scope)  # a copy only to add to (every socket keeps its scope while open)
             try:
                 scope[SCOPE_PRINCIPAL] = await authenticate(token, source="websocket-header", scope=scope)
             except AuthenticationFailed as exc:

@@ -30,23 +30,34 @@ from gateway.freshness import freshness
 from gateway.key_connections import presence
 from gateway.pipeline import RequestState, record_refusal, serve_request
 from gateway.protocol import CloseCode, ErrorCode, GatewayError
-from gateway.revocation import key_group, org_group
+from gateway.revocation import control_listener, key_group, org_group
 from infra.asgi_push import PUSH
-from infra.loopbound import PerLoop
 from tenants.access import AuthenticationFailed, KeyPrincipal
 
 log = logging.getLogger(__name__)
 
-# channels-redis draws a connection from a pool of 100 that fails, rather than
-# waits, when exhausted: a burst of sockets authenticating at once (a reconnect
-# storm) must queue for group membership changes instead of crashing with 1011.
-_GROUP_OPS_AT_ONCE = 32
-_group_slots = PerLoop(lambda: asyncio.Semaphore(_GROUP_OPS_AT_ONCE))
-group_slots = _group_slots.get
+
+def control_groups(principal: KeyPrincipal) -> list[str]:
+    """The channel-layer groups whose control messages (revocation, suspension) reach a connection."""
+    return [key_group(principal.key_public_id), org_group(principal.org_public_id)]
 
 
 class GatewayConsumer(AsyncWebsocketConsumer):
     principal: KeyPrincipal | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        """channels' AsyncConsumer.__call__ without a channel per connection: control
+        messages reach a socket through its process's one listener (gateway/revocation.py),
+        so each connection reads its own messages on its own task, one after another. An
+        idle socket has no channel, no group memberships and no task besides its own."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def connect(self) -> None:
         self.limits = settings.GATEWAY
@@ -58,7 +69,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.request_counter = 0
         self.presence_token: str | None = None
         self.presence_key: tuple[int, str] = (0, "")  # (key id, public id) the slot was taken for
-        self.groups_joined: list[str] = []
         await self.accept()
         # The process's background services (health sharing, budget leases, the
         # configuration poller...) run from the server's start: gateway/runtime.py.
@@ -116,10 +126,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # Each task closes its upstream stream and hands its usage record over.
         with _logged("stopping requests"):
             await self.stop_requests("client_gone")
-        for group in self.groups_joined:
-            with _logged("leaving a control group"):
-                async with group_slots():
-                    await self.channel_layer.group_discard(group, self.channel_name)
+        if self.principal is not None:
+            with _logged("leaving the control groups"):
+                await control_listener().leave(self, control_groups(self.principal))
         if self.presence_token:
             with _logged("releasing the connection slot"):
                 freshness().key_closed(self.presence_key[0])
@@ -254,12 +263,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         self.principal = principal
         freshness().key_opened(principal.key_id)  # re-checked in the background while open
-        if self.channel_layer is not None:
-            # Control messages (revocation, suspension) reach this socket from any process.
-            for group in (key_group(principal.key_public_id), org_group(principal.org_public_id)):
-                async with group_slots():
-                    await self.channel_layer.group_add(group, self.channel_name)
-                self.groups_joined.append(group)
+        # Control messages (revocation, suspension) reach this socket from any process.
+        await control_listener().join(self, control_groups(principal))
         await self.send_frame(protocol.auth_ok_frame(
             org=principal.org_slug, key_prefix=principal.key_prefix,
             limits={

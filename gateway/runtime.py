@@ -8,6 +8,9 @@ A gateway process runs a few tasks beside its connections, on its one event loop
 - the configuration poller (gateway/freshness.py): keeps the caches valid while
   nothing changes and closes the sockets of keys found unusable;
 - the failed-login summary writer (gateway/auth_throttle.py);
+- the listener for control messages (gateway/revocation.py: revocations and
+  suspensions broadcast to the connections of every process), whose receive loop
+  starts with the first authenticated connection;
 - with Redis, deployment health sharing (gateway/health.py) and the refresher of
   this process's connection entries (gateway/key_connections.py).
 
@@ -56,6 +59,7 @@ class GatewayRuntime:
         from gateway.auth_throttle import flusher
         from gateway.freshness import freshness
         from gateway.key_connections import presence
+        from gateway.revocation import control_listener
 
         # A runtime started on another loop (a test's, now closed) is left behind:
         # its objects are bound to that loop and are made afresh for this one.
@@ -65,6 +69,7 @@ class GatewayRuntime:
             ("budget lease keeper", keeper()),
             ("configuration poller", freshness()),
             ("failed-login summaries", flusher()),
+            ("control messages", control_listener()),
         ]
         if settings.REDIS_URL:
             services += [("health sharing", _HealthSharing()), ("connection presence", presence())]
@@ -104,12 +109,12 @@ class GatewayRuntime:
         from billing import ledger
         from billing.recorder import usage_recorder
         from gateway import auth, auth_throttle, budgeting, freshness, health, key_connections, policies, ratelimits
-        from gateway import routing
+        from gateway import revocation, routing
         from tenants.auth_audit import failure_audit
 
         self._loop, self._services = None, []
         for module in (policies, budgeting, routing, auth, health, auth_throttle, freshness, key_connections,
-                       ratelimits, ledger):
+                       ratelimits, ledger, revocation):
             module.reset()
         usage_recorder.reset()
         failure_audit.clear()

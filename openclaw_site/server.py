@@ -41,6 +41,14 @@
 9. The first token's way out (`openclaw_site.sockets`): `TCP_NODELAY` on every
    accepted connection, and a `websocket.send` carrying `infra.asgi_push.PUSH`
    written to the socket at once rather than at the reactor's next turn.
+10. Enough file descriptors for its sockets. Every WebSocket holds one; a service
+   or a login shell usually starts with a soft limit of 1,024 open files, which
+   would refuse connections past about a thousand. The process raises its soft
+   limit to the hard one at start-up and logs both (docs/operations.md,
+   "Open files and the listen queue").
+11. Allocation tracing on request (OPENCLAW_TRACEMALLOC_DIR, for `bench.idle
+   --tracemalloc`): tracemalloc starts once the application is loaded, and each
+   SIGUSR2 writes a snapshot into that directory. Off unless the variable is set.
 """
 from __future__ import annotations
 
@@ -49,6 +57,8 @@ import functools
 import gc
 import logging
 import os
+import resource
+import signal
 import socket
 import sys
 
@@ -70,9 +80,11 @@ _REQUEST_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close
                              b"Content-Type: text/plain\r\nContent-Length: 16\r\n\r\nrequest timeout\n")
 # The pipe a supervisor (openclaw_site/supervisor.py) reads to learn that this process serves.
 READY_FD_ENV = "OPENCLAW_SERVE_READY_FD"
-# Pending connections the kernel queues per listening socket (Twisted's default is 50);
-# capped by net.core.somaxconn.
-REUSE_PORT_BACKLOG = 1024
+# Pending connections the kernel queues per listening socket (Twisted's default is 50,
+# which a reconnect storm overflows: each dropped SYN costs its client a second or more);
+# capped by net.core.somaxconn. For -b/-p and for --reuse-port alike.
+LISTEN_BACKLOG = 1024
+REUSE_PORT_BACKLOG = LISTEN_BACKLOG
 
 
 class GracefulWebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
@@ -260,11 +272,14 @@ def adopted_endpoint(listener: socket.socket) -> str:
 
 def server_endpoint(reactor, description: str):
     """Twisted's serverFromString, with "fd:fileno=N:domain=INET|INET6" understood (Twisted's
-    own fd parser hands the domain on as a string, which only works for its IPv4 default)."""
+    own fd parser hands the domain on as a string, which only works for its IPv4 default),
+    and TCP listening with a backlog of LISTEN_BACKLOG unless the description sets one."""
     if description.startswith("fd:"):
         params = dict(part.split("=", 1) for part in description[3:].split(":"))
         family = getattr(socket, "AF_" + params.get("domain", "INET"))
         return AdoptedStreamServerEndpoint(reactor, int(params["fileno"]), family)
+    if description.startswith(("tcp:", "tcp6:")) and ":backlog=" not in description:
+        description += f":backlog={LISTEN_BACKLOG}"
     return serverFromString(reactor, description)
 
 
@@ -301,11 +316,62 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+# Below this many open files, say that the server will refuse connections early.
+FEW_OPEN_FILES = 4096
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit (each socket is a file descriptor); logs
+    what it did, and warns when even the hard limit leaves room for few connections.
+    Returns the (soft, hard) limit now in force."""
+    log = logging.getLogger(__name__)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            log.info("open files limit raised from %d to %d (the hard limit): about that many sockets", soft, wanted)
+            soft = wanted
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, wanted, exc)
+    else:
+        log.info("open files limit %s: about that many sockets", "unlimited" if soft == resource.RLIM_INFINITY else soft)
+    if soft != resource.RLIM_INFINITY and soft < FEW_OPEN_FILES:
+        log.warning("open files limit is %d: connections past about that many are refused; raise the hard "
+                    "limit (ulimit -Hn, systemd LimitNOFILE=; docs/operations.md)", soft)
+    return soft, hard
+
+
+def trace_allocations_on_request() -> None:
+    """With OPENCLAW_TRACEMALLOC_DIR set: trace allocations from now on, and write a
+    snapshot there on every SIGUSR2 (a diagnostic, for `python -m bench.idle --tracemalloc`)."""
+    directory = os.environ.get("OPENCLAW_TRACEMALLOC_DIR")
+    if not directory:
+        return
+    import tracemalloc
+
+    tracemalloc.start(int(os.environ.get("OPENCLAW_TRACEMALLOC_FRAMES", "1")))
+    taken = [0]
+
+    def write_snapshot(_signum, _frame) -> None:
+        taken[0] += 1
+        base = os.path.join(directory, f"{os.getpid()}-{taken[0]:03d}")
+        open(base + ".writing", "w").close()
+        tracemalloc.take_snapshot().dump(base + ".tracemalloc")
+        os.unlink(base + ".writing")
+
+    signal.signal(signal.SIGUSR2, write_snapshot)
+    logging.getLogger(__name__).warning("tracing allocations (OPENCLAW_TRACEMALLOC_DIR=%s): SIGUSR2 writes a snapshot",
+                                        directory)
+
+
 def main() -> None:
     daphne.ws_protocol.WebSocketFactory.protocol = GracefulWebSocketProtocol
     daphne.server.HTTPFactory = HeadDeadlineHTTPFactory  # what Server.run builds
     daphne.server.serverFromString = server_endpoint  # what Server.run listens with
-    freeze_startup_objects()
+    freeze_startup_objects()  # Django (and its logging configuration) is set up from here on
+    raise_open_files_limit()
+    trace_allocations_on_request()
     GatewayCommandLine.entrypoint()
 
 

@@ -1,5 +1,6 @@
 """Revoking a key or suspending an org (gateway/revocation.py) takes effect on open
 sockets, however the change was made; an expired key is refused at authentication."""
+import asyncio
 import time
 
 import pytest
@@ -93,4 +94,74 @@ async def test_an_expired_key_gets_401_and_close_4401(expired_key):
     await send_frame(comm, {"type": "auth", "token": expired_key.raw})
     frames, code = await read_until_close(comm)
     assert code == 4401 and frames[0]["code"] == 401 and "expired" in frames[0]["message"]
+    await comm.disconnect()
+
+
+async def test_a_process_subscribes_once_per_group_however_many_sockets_and_each_socket_hears_a_revocation(
+        issued_key, deployment):
+    """Sockets have no channel of their own: the process's one listener is a member of the
+    key's and the org's group while any of its sockets is, and passes a broadcast on to each."""
+    from gateway.revocation import control_listener, key_group, org_group
+
+    comms = [await authed(issued_key) for _ in range(3)]
+    listener = control_listener()
+    groups = {key_group(issued_key.api_key.public_id): 3, org_group(issued_key.api_key.org.public_id): 3}
+    assert listener.groups() == groups
+    assert all(not hasattr(c, "channel_name") for c in listener._members[next(iter(groups))])
+    await sync_to_async(api_key_revoke)(api_key=issued_key.api_key)
+    for comm in comms:
+        frames, code = await read_until_close(comm)
+        assert code == 4401 and "revoked" in frames[-1]["message"]
+        await comm.disconnect()
+    assert listener.groups() == {}  # the last socket out unsubscribed the process
+
+
+async def test_the_last_socket_of_a_key_leaving_unsubscribes_and_the_next_one_subscribes_again(issued_key):
+    from channels.layers import get_channel_layer
+
+    from gateway.revocation import control_listener, key_group
+
+    layer = get_channel_layer()
+    group = key_group(issued_key.api_key.public_id)
+    first, second = await authed(issued_key), await authed(issued_key)
+    await first.disconnect()
+    assert control_listener().groups()[group] == 1  # still subscribed for the second
+    await second.disconnect()
+    assert group not in control_listener().groups()
+    added = []
+    real_group_add = layer.group_add
+
+    async def counting_group_add(name, channel):
+        added.append(name)
+        await real_group_add(name, channel)
+
+    layer.group_add = counting_group_add
+    try:
+        third, fourth = await authed(issued_key), await authed(issued_key)
+    finally:
+        del layer.group_add
+    assert added.count(group) == 1  # one subscription for both
+    await sync_to_async(api_key_revoke)(api_key=issued_key.api_key)
+    for comm in (third, fourth):
+        _frames, code = await read_until_close(comm)
+        assert code == 4401
+        await comm.disconnect()
+
+
+async def test_a_control_message_without_a_group_is_left_to_the_background_recheck(issued_key, caplog):
+    from channels.layers import get_channel_layer
+
+    from gateway.revocation import ACCESS_REVOKED, key_group
+
+    comm = await authed(issued_key)
+    # As a process of an earlier version sends it: no "group" in the message.
+    await get_channel_layer().group_send(key_group(issued_key.api_key.public_id),
+                                         {"type": ACCESS_REVOKED, "reason": "key revoked"})
+    for _ in range(100):  # through Redis the message arrives a moment later
+        if "names no group" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "names no group" in caplog.text
+    await send_frame(comm, {"type": "ping"})
+    assert (await next_frame(comm))["type"] == "pong"  # still open
     await comm.disconnect()

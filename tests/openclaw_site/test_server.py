@@ -82,3 +82,41 @@ def test_closing_the_connection_cancels_the_deadline(connection):
     channel.dataReceived(b"GET / HT")
     channel.connectionLost(None)
     assert clock.getDelayedCalls() == []
+
+
+def test_the_server_raises_its_open_files_limit_to_the_hard_limit_and_says_so(monkeypatch, caplog):
+    import logging
+    import resource
+
+    from openclaw_site import server
+
+    limits = {"now": (1024, 65536)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda which, value: limits.update(now=value))
+    with caplog.at_level(logging.INFO, logger="openclaw_site.server"):
+        assert server.raise_open_files_limit() == (65536, 65536)
+    assert limits["now"] == (65536, 65536)
+    assert "open files limit raised from 1024 to 65536" in caplog.text and "WARNING" not in caplog.text
+
+
+def test_a_low_hard_open_files_limit_is_a_warning_naming_the_fix(monkeypatch, caplog):
+    import logging
+    import resource
+
+    from openclaw_site import server
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))
+    monkeypatch.setattr(resource, "setrlimit", lambda which, value: pytest.fail("nothing to raise"))
+    with caplog.at_level(logging.INFO, logger="openclaw_site.server"):
+        assert server.raise_open_files_limit() == (1024, 1024)
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert "1024" in warning.getMessage() and "ulimit -Hn" in warning.getMessage()
+
+
+def test_a_tcp_listener_queues_1024_pending_connections_unless_told_otherwise():
+    from twisted.internet import reactor
+
+    from openclaw_site.server import LISTEN_BACKLOG, server_endpoint
+
+    assert server_endpoint(reactor, "tcp:port=8000:interface=127.0.0.1")._backlog == LISTEN_BACKLOG == 1024
+    assert server_endpoint(reactor, "tcp:port=8000:interface=127.0.0.1:backlog=10")._backlog == 10
