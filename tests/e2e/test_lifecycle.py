@@ -49,7 +49,12 @@ async def test_sigterm_drains_streams_closes_1001_and_loses_no_usage(stack):
     while (await next_frame(ws))["type"] != "llm_token":
         pass
     process.send_signal(signal.SIGTERM)
-    # While it drains, a new connection is accepted and told to go elsewhere (503, close 1001).
+    # Once it drains (a connection made before the signal is handled is one of those it
+    # drains), a new connection is accepted and told to go elsewhere (503, close 1001).
+    for _ in range(100):
+        if "draining" in stack.log(port):
+            break
+        await asyncio.sleep(0.05)
     late_frames, late_code = await wait_closed(await websockets.connect(stack.url(port)))
     assert late_code == 1001 and json.loads(late_frames[0])["code"] == 503, late_frames
     frames = []
