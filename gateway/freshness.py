@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
 TRUST_SECONDS = 1.0  # older reads are not trusted: the caches fall back to their own expiry
+FALLBACK_SECONDS = 1.0  # an entry's life when no trusted version says whether it changed
 MAX_AGE_SECONDS = 60.0
 
 class Freshness:
@@ -149,14 +150,18 @@ def reset() -> None:
 
 
 def cache_valid(loaded_at: float, version: int | None) -> bool:
-    """Whether a cache entry loaded at `loaded_at` (monotonic) under `version` may be used."""
+    """Whether a cache entry loaded at `loaded_at` (monotonic) under `version` may be used.
+
+    While the poller's version is trusted, the version alone decides (up to
+    `MAX_AGE_SECONDS`): a change is seen at the next poll, even by an entry loaded a
+    moment ago. Without a trusted version (no poller, or it fell behind) an entry is
+    used for `FALLBACK_SECONDS` after it was loaded."""
     age = time.monotonic() - loaded_at
-    if age < 1.0:
-        return True
     current = _freshness.existing()
-    if current is None or version is None or age >= MAX_AGE_SECONDS:
-        return False
-    return current.current_version() == version
+    trusted = current.current_version() if current is not None else None
+    if trusted is not None and version is not None:
+        return trusted == version and age < MAX_AGE_SECONDS
+    return age < FALLBACK_SECONDS
 
 
 def version_for_loading() -> int | None:

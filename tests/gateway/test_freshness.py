@@ -85,6 +85,53 @@ async def test_an_entry_outlives_a_second_while_nothing_changes_and_reloads_afte
         fr.time.monotonic = real_monotonic
 
 
+async def test_a_change_reaches_an_entry_loaded_a_moment_ago_at_the_next_poll(org):
+    """With the poller's version trusted, the version alone decides: an entry loaded
+    just before a change is not kept for its first second."""
+    fresh = fr.freshness()
+    fresh.start()
+    await asyncio.sleep(2 * fr.POLL_SECONDS)
+    cache, loads = fr.FreshCache(), []
+
+    async def load():
+        loads.append(1)
+        return len(loads)
+
+    real_monotonic = time.monotonic
+    loaded_at = real_monotonic()
+    assert await cache.get_or_load("k", load) == 1
+    org.name = "changed again"
+    await org.asave()
+    wanted = await asyncio.to_thread(version)
+    while fresh.current_version() != wanted and real_monotonic() < loaded_at + 3:
+        await asyncio.sleep(0.02)
+    assert fresh.current_version() == wanted
+    try:
+        # As the cache sees it, the entry is no older than when it was loaded.
+        fr.time.monotonic = lambda: loaded_at
+        fresh.version_read_at = loaded_at
+        assert await cache.get_or_load("k", load) == 2
+    finally:
+        fr.time.monotonic = real_monotonic
+
+
+async def test_without_a_trusted_version_an_entry_lives_for_the_fallback_second():
+    cache, loads = fr.FreshCache(), []
+
+    async def load():
+        loads.append(1)
+        return len(loads)
+
+    assert await cache.get_or_load("k", load) == 1
+    assert await cache.get_or_load("k", load) == 1
+    real_monotonic = time.monotonic
+    try:
+        fr.time.monotonic = lambda: real_monotonic() + fr.FALLBACK_SECONDS
+        assert await cache.get_or_load("k", load) == 2
+    finally:
+        fr.time.monotonic = real_monotonic
+
+
 async def test_requests_missing_the_same_entry_at_once_share_one_load():
     cache, loads = fr.FreshCache(), []
     release = asyncio.Event()
