@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from openclaw_site import probes, views
 
@@ -21,4 +23,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", probes.healthz, name="healthz"),
     path("readyz", probes.readyz, name="readyz"),
+    # Browsers ask for /favicon.ico on pages without an icon link (Django admin's).
+    path("favicon.ico", RedirectView.as_view(url=static("openclaw/favicon.svg"), permanent=True)),
 ]

@@ -43,6 +43,15 @@ def test_the_admins_stylesheet_is_served_too(client):
     assert client.get("/static/admin/css/base.css").status_code == 200
 
 
+def test_every_page_has_the_icon_and_browsers_asking_for_favicon_ico_get_it(client):
+    html = client.get("/accounts/login/").content.decode()
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', html).group(1)
+    assert icon == "/static/openclaw/favicon.svg"
+    assert client.get(icon).status_code == 200
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 301 and answer.headers["Location"] == icon
+
+
 def test_the_right_password_leads_to_the_overview_and_is_audited(client, alice):
     answer = log_in(client, PASSWORD)
     assert answer.status_code == 302 and answer.headers["Location"] == "/"
