@@ -8,25 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
-import aiohttp
 from websockets.asyncio.client import connect
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-import litellm  # noqa: E402
+if TYPE_CHECKING:
+    import aiohttp
 
-# The gateway's own litellm settings (gateway/providers.py), so both sides run the same code.
-litellm.telemetry = False
-litellm.disable_hf_tokenizer_download = True
-litellm.suppress_debug_info = True
-litellm.drop_params = True
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 MODEL = "gpt-4-turbo"
+
+
+# aiohttp and litellm are imported on first use, not with this module: bench.idle's client
+# processes import it for open_authenticated inside their timed part, and litellm alone
+# takes seconds of CPU to import.
+@functools.cache
+def _litellm():
+    import litellm
+
+    # The gateway's own litellm settings (gateway/providers.py), so both sides run the same code.
+    litellm.telemetry = False
+    litellm.disable_hf_tokenizer_download = True
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True
+    return litellm
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ def _token(sample: Sample, t0: float) -> None:
 
 @contextlib.asynccontextmanager
 async def mock_http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    import aiohttp
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         yield session
 
@@ -101,6 +114,8 @@ def mock_http_path(session: aiohttp.ClientSession, api_base: str, mock: MockSett
 # --- (b) litellm directly, in this process --------------------------------------------
 
 def litellm_path(api_base: str, mock: MockSettings) -> SlotFactory:
+    litellm = _litellm()
+
     @contextlib.asynccontextmanager
     async def slot() -> AsyncIterator[Request]:
         async def request(tag: str) -> Sample:
@@ -120,9 +135,12 @@ def litellm_path(api_base: str, mock: MockSettings) -> SlotFactory:
 
 # --- (c) the gateway over WebSocket ------------------------------------------------------
 
-async def open_authenticated(url: str, key: str, timeout: float = 60.0):
-    """A WebSocket to the gateway that has received ``auth_ok``."""
-    ws = await connect(url, ping_interval=None, open_timeout=timeout, close_timeout=5, max_size=2**22)
+async def open_authenticated(url: str, key: str, timeout: float = 60.0, *, max_size: int = 2**22,
+                             local_addr: tuple[str, int] | None = None):
+    """A WebSocket to the gateway that has received ``auth_ok``; `timeout` bounds the handshake
+    and the wait for ``auth_ok`` each. `local_addr`: the source (host, port) to connect from."""
+    ws = await connect(url, ping_interval=None, open_timeout=timeout, close_timeout=5, max_size=max_size,
+                       local_addr=local_addr)
     try:
         await ws.send(json.dumps({"type": "auth", "token": key}))
         frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))

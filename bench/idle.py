@@ -110,30 +110,16 @@ def client_main(conn, url: str, key: str, source: str, count: int, batch: int) -
 
 
 async def _client(conn, url: str, key: str, source: str, count: int, batch: int) -> None:
-    from websockets.asyncio.client import connect
+    from bench.clients import open_authenticated
 
     loop = asyncio.get_running_loop()
     sockets, failures = [], []
-
-    async def open_one():
-        ws = await connect(url, ping_interval=None, open_timeout=60, close_timeout=5, max_size=2**16,
-                           local_addr=(source, 0))
-        try:
-            await ws.send(json.dumps({"type": "auth", "token": key}))
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 60))
-            if frame.get("type") != "auth_ok":
-                raise RuntimeError(f"authentication failed: {frame}")
-        except BaseException:
-            await ws.close()
-            raise
-        return ws
-
     slots = asyncio.Semaphore(batch)
 
     async def open_in_turn() -> None:
         async with slots:
             try:
-                sockets.append(await open_one())
+                sockets.append(await open_authenticated(url, key, 60, max_size=2**16, local_addr=(source, 0)))
             except Exception as exc:  # noqa: BLE001 (counted and reported)
                 failures.append(exc)
 

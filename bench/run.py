@@ -181,34 +181,26 @@ async def streaming(mock: MockLLMProcess, paths: dict, pids: dict, *, settings: 
     return results
 
 
-async def paced_streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int, *, levels, warm_up) -> dict:
-    """The four paths of item 1 on the paced mock (MOCK)."""
+async def streaming_rows(mock: MockLLMProcess, stack: Stack, gateway_pid: int, *, settings: MockSettings, levels,
+                         warm_up, route: str | None = None, proxy: peer.LiteLLMProxy | None = None,
+                         tag_prefix: str = "") -> dict:
+    """One streaming table's rows: mock HTTP, litellm and the gateway on the mock with `settings`,
+    then the gateway asked for the alias `route` (item 1) and LiteLLM Proxy when `proxy` runs (item 2)."""
     pids = {"mock": mock.proc.pid, "gateway": gateway_pid, "bench": os.getpid()}
     async with mock_http_session() as session:
         paths = {
-            "mock HTTP": mock_http_path(session, mock.api_base, MOCK),
-            "litellm": litellm_path(mock.api_base, MOCK),
-            "gateway": gateway_path(stack.url(), stack.api_key, MOCK),
-            "gateway (route)": gateway_path(stack.url(), stack.api_key, MOCK, model=ROUTE_ALIAS),
+            "mock HTTP": mock_http_path(session, mock.api_base, settings),
+            "litellm": litellm_path(mock.api_base, settings),
+            "gateway": gateway_path(stack.url(), stack.api_key, settings),
         }
-        return await streaming(mock, paths, pids, settings=MOCK, levels=levels, warm_up=warm_up)
-
-
-async def fast_streaming(mock: MockLLMProcess, stack: Stack, gateway_pid: int, proxy: peer.LiteLLMProxy | None, *,
-                         levels, warm_up) -> dict:
-    """Item 2: the zero-delay upstream (MOCK_FAST), with the peer when it runs."""
-    pids = {"mock": mock.proc.pid, "gateway": gateway_pid, "bench": os.getpid()}
-    async with mock_http_session() as session:
-        paths = {
-            "mock HTTP": mock_http_path(session, mock.api_base, MOCK_FAST),
-            "litellm": litellm_path(mock.api_base, MOCK_FAST),
-            "gateway": gateway_path(stack.url(), stack.api_key, MOCK_FAST),
-        }
+        if route is not None:
+            paths["gateway (route)"] = gateway_path(stack.url(), stack.api_key, settings, model=route)
         if proxy is not None:
-            paths[PEER] = mock_http_path(session, proxy.api_base, MOCK_FAST, api_key=proxy.master_key)
+            paths[PEER] = mock_http_path(session, proxy.api_base, settings, api_key=proxy.master_key)
             pgid = proxy.pgid
             pids["peer"] = lambda: group_cpu_seconds(pgid)
-        return await streaming(mock, paths, pids, settings=MOCK_FAST, levels=levels, warm_up=warm_up, prefix="z")
+        return await streaming(mock, paths, pids, settings=settings, levels=levels, warm_up=warm_up,
+                               prefix=tag_prefix)
 
 
 def run_fast(mock: MockLLMProcess, stack: Stack, gateway_pid: int, tmp: Path, *, levels, warm_up,
@@ -216,22 +208,27 @@ def run_fast(mock: MockLLMProcess, stack: Stack, gateway_pid: int, tmp: Path, *,
     """The zero-delay rows, with LiteLLM Proxy started for them (and stopped, whatever happens)."""
     info = {"workers": peer_workers, "gateway_processes": GATEWAY_PROCESSES, "version": None,
             "reason": None if want_peer else "skipped (--no-peer)"}
+
+    def rows(proxy: peer.LiteLLMProxy | None) -> dict:  # item 2: the zero-delay upstream (MOCK_FAST)
+        return asyncio.run(streaming_rows(mock, stack, gateway_pid, settings=MOCK_FAST, levels=levels,
+                                          warm_up=warm_up, proxy=proxy, tag_prefix="z"))
+
     if info["reason"] is None:
         info["reason"] = peer.unavailable_reason()
     if info["reason"] is not None:
         say(f"LiteLLM Proxy row skipped: {info['reason']}")
-        return asyncio.run(fast_streaming(mock, stack, gateway_pid, None, levels=levels, warm_up=warm_up)), info
+        return rows(None), info
     info["version"] = peer.version()
     say(f"starting LiteLLM Proxy {info['version']} ({peer_workers} worker{'s' if peer_workers > 1 else ''})")
     try:
         proxy = peer.LiteLLMProxy(model=MODEL, upstream_api_base=mock.api_base, workers=peer_workers, work_dir=tmp)
         with proxy:
             say(f"LiteLLM Proxy ready on port {proxy.port}")
-            return asyncio.run(fast_streaming(mock, stack, gateway_pid, proxy, levels=levels, warm_up=warm_up)), info
+            return rows(proxy), info
     except peer.PeerError as exc:
         info["reason"] = f"it did not run: {exc}"
         say(f"LiteLLM Proxy row dropped: {exc}" + (f"; its log ends:\n{exc.log}" if exc.log else ""))
-        return asyncio.run(fast_streaming(mock, stack, gateway_pid, None, levels=levels, warm_up=warm_up)), info
+        return rows(None), info
 
 
 def define_route(stack: Stack) -> None:
@@ -376,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                 # so the process's own capacity is what gets measured.
                 stack.start_gateway(OPENCLAW_MAX_CONNECTIONS_PER_KEY=str(connections + 100))
                 gateway_pid = stack.processes[0][1].pid
-                stream_results = asyncio.run(paced_streaming(mock, stack, gateway_pid, levels=levels, warm_up=warm_up))
+                stream_results = asyncio.run(streaming_rows(
+                    mock, stack, gateway_pid, settings=MOCK, levels=levels, warm_up=warm_up, route=ROUTE_ALIAS))
                 say(f"zero-delay upstream (ttft_ms={MOCK_FAST.ttft_ms}, rate={MOCK_FAST.rate}, "
                     f"{MOCK_FAST.tokens} tokens): {', '.join(FAST_PATHS)}")
                 fast_results, peer_info = run_fast(mock, stack, gateway_pid, Path(tmp), levels=fast_levels,
