@@ -10,8 +10,8 @@ runtime, gateway/runtime.py) does two cheap things every `POLL_SECONDS`:
 
 - reads `ConfigVersion` (one row, bumped by database triggers on every write to a
   table the gateway caches — keys, orgs, deployments, credentials, routes, policies,
-  budgets, rate cards — whatever makes the write, raw SQL included; migration
-  gateway 0008): cache entries loaded under the current version stay valid, up to
+  budgets, rate cards — whatever makes the write, raw SQL included; gateway/triggers.py,
+  installed by migration gateway 0008): cache entries loaded under the current version stay valid, up to
   `MAX_AGE_SECONDS`; a new version invalidates them all;
 - re-checks every API key with an open connection in this process in one query
   (revoked, expired, org suspended), so `gateway.auth.recheck_principal` answers

@@ -20,8 +20,8 @@ class RateCounter(models.Model):
 
 class ConfigVersion(models.Model):
     """One row whose number goes up whenever a key, org, deployment, credential,
-    route, policy, budget or rate card is written (database triggers, migration
-    0008; see gateway.freshness). Gateway processes read it a few times a second and keep
+    route, policy, budget or rate card is written (database triggers, gateway.triggers,
+    installed by migration 0008; see gateway.freshness). Gateway processes read it a few times a second and keep
     their caches while it is unchanged: no database work on the request path."""
 
     version = models.BigIntegerField(default=0)

@@ -18,6 +18,7 @@ connections of that group in the process (their `dispatch`, as channels would).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from asgiref.sync import async_to_sync
@@ -61,20 +62,67 @@ def broadcast_access_revoked(group: str, reason: str) -> None:
         log.warning("could not broadcast %r to %s", reason, group, exc_info=True)
 
 
+class _Turn:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # changes holding or awaiting the lock
+
+
+class GroupTurns:
+    """One lock per group, so that changes to one group's membership take turns while
+    changes to different groups proceed side by side (a reconnect storm across many keys
+    does not queue every Redis round trip behind one lock).
+
+    A group's lock exists only while some change to that group holds or awaits it: idle
+    groups, and idle sockets, cost nothing here."""
+
+    __slots__ = ("_turns",)
+
+    def __init__(self) -> None:
+        self._turns: dict[str, _Turn] = {}
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, group: str):
+        turn = self._turns.get(group)
+        if turn is None:
+            turn = self._turns[group] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[group]
+
+
 class ControlListener:
     """This process's subscriber to control messages, shared by its connections.
 
     `join(consumer, groups)` makes the consumer a member of each group: the first member
     in the process subscribes the process's channel to it (awaited, so a broadcast sent
     after `join` returns reaches the consumer); `leave` takes it out, and the last member
-    to leave unsubscribes. Subscribing and unsubscribing are serialised, so a group is
-    never left subscribed without members nor joined without a subscription.
+    to leave unsubscribes. Subscribing and unsubscribing one group take turns (`GroupTurns`),
+    so a group is never left subscribed without members nor joined without a subscription;
+    different groups change concurrently.
+
+    A group is in `_members` only while the channel is subscribed to it: it is added
+    after the subscription completes, and removed (in the group's turn, once empty)
+    before the unsubscription starts. So a consumer may join a group that is in
+    `_members` without waiting, even one whose last member is about to leave: that leave
+    finds the group no longer empty when its turn comes, and keeps the subscription.
     """
 
-    def __init__(self) -> None:
-        self._layer = get_channel_layer()
+    def __init__(self, layer=None) -> None:
+        self._layer = layer if layer is not None else get_channel_layer()
         self._members: dict[str, set] = {}  # group -> this process's consumers in it
-        self._changing = asyncio.Lock()  # subscribing / unsubscribing
+        self._turns = GroupTurns()  # subscribing / unsubscribing, per group
+        self._opening = asyncio.Lock()  # making the process's channel, once
         self._channel: str | None = None
         self._task: asyncio.Task | None = None
 
@@ -98,10 +146,10 @@ class ControlListener:
     async def join(self, consumer, groups: list[str]) -> None:
         for group in groups:
             members = self._members.get(group)
-            if not members:
-                async with self._changing:
+            if members is None:
+                async with self._turns.turn(group):
                     members = self._members.get(group)
-                    if not members:
+                    if members is None:
                         await self._subscribe(group)
                         members = self._members[group] = set()
             members.add(consumer)
@@ -115,14 +163,16 @@ class ControlListener:
             members.discard(consumer)
             if members:
                 continue
-            async with self._changing:
-                if group in self._members and not self._members[group]:
+            async with self._turns.turn(group):
+                if self._members.get(group) is members and not members:
                     del self._members[group]
                     await self._layer.group_discard(group, self._channel)
 
     async def _subscribe(self, group: str) -> None:
         if self._channel is None:
-            self._channel = await self._layer.new_channel()
+            async with self._opening:  # concurrent first subscriptions share one channel
+                if self._channel is None:
+                    self._channel = await self._layer.new_channel()
         await self._layer.group_add(group, self._channel)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._listen(), name="control-messages")
@@ -164,10 +214,17 @@ class ControlListener:
             spawn(consumer.dispatch(message))  # each connection handles it as its own message
 
     async def _renew(self) -> None:
-        async with self._changing:
-            for group in list(self._members):
+        for group in list(self._members):
+            async with self._turns.turn(group):
+                members = self._members.get(group)
+                if members is None:
+                    continue  # left meanwhile: renewing would subscribe it again, without members
                 try:
-                    await self._layer.group_add(group, self._channel)
+                    if members:
+                        await self._layer.group_add(group, self._channel)
+                    else:  # its last member's leave was cancelled before its turn came
+                        del self._members[group]
+                        await self._layer.group_discard(group, self._channel)
                 except Exception:
                     log.warning("control messages: could not renew the membership of %s", group, exc_info=True)
 

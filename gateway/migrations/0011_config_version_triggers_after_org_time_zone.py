@@ -3,12 +3,10 @@
 organization table and drops its triggers (so org writes stopped invalidating the
 gateway's caches); on PostgreSQL the UPDATE OF column list lacked the new column.
 
-Same install as gateway 0010 (every trigger dropped and re-created: safe to run again)."""
-import importlib
-
+Same re-install as gateway 0010 (every trigger dropped and re-created: safe to run again)."""
 from django.db import migrations
 
-_v2 = importlib.import_module("gateway.migrations.0010_config_version_triggers_again")
+from gateway.triggers import reinstall_triggers
 
 
 class Migration(migrations.Migration):
@@ -17,4 +15,4 @@ class Migration(migrations.Migration):
         ("tenants", "0006_org_time_zone"),
     ]
 
-    operations = [migrations.RunPython(_v2.install, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(reinstall_triggers, migrations.RunPython.noop)]

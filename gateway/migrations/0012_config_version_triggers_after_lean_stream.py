@@ -4,12 +4,10 @@ deployment writes would stop invalidating the gateway's caches); on PostgreSQL t
 column list lacked the new column, so turning the switch would not apply until the caches'
 age limit.
 
-Same install as gateway 0010 (every trigger dropped and re-created: safe to run again)."""
-import importlib
-
+Same re-install as gateway 0010 (every trigger dropped and re-created: safe to run again)."""
 from django.db import migrations
 
-_v2 = importlib.import_module("gateway.migrations.0010_config_version_triggers_again")
+from gateway.triggers import reinstall_triggers
 
 
 class Migration(migrations.Migration):
@@ -18,4 +16,4 @@ class Migration(migrations.Migration):
         ("catalog", "0002_deployment_lean_stream"),
     ]
 
-    operations = [migrations.RunPython(_v2.install, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(reinstall_triggers, migrations.RunPython.noop)]
