@@ -237,9 +237,10 @@ class UpstreamStream:
         """The lean read: the same deltas and `result` as `_iterate_deltas`, parsed from
         the provider's server-sent events as the OpenAI client would (a `data:` event per
         chunk, `[DONE]` last, an `{"error": ...}` event a failure), with litellm's rules
-        applied where they change the outcome: its finish-reason mapping, its failure on
-        a stream that ends before any finish reason, its failure on a model repeating one
-        chunk, and its mapping of a failed stream to an exception."""
+        applied where they change the outcome: its finish-reason mapping (of the first
+        choice), its failure on a stream that ends after a chunk but before any finish
+        reason (and "stop" for one without a single chunk), its failure on a model repeating
+        one chunk (`_RepeatGuard`), and its mapping of a failed stream to an exception."""
         target = self.call.target
         result = self.result
         response = self._raw
@@ -249,8 +250,7 @@ class UpstreamStream:
         data: list[bytes] = []
         first = True
         finished = False  # the provider sent a finish reason
-        last_text, repeats = None, 0
-        repeat_limit = litellm.REPEATED_STREAMING_CHUNK_LIMIT
+        repeat_guard = _RepeatGuard(litellm.REPEATED_STREAMING_CHUNK_LIMIT)
         at_end = done = False
         while not (at_end or done):
             timeout = self._budget(target.first_token_timeout_s if first else target.idle_timeout_s)
@@ -289,6 +289,11 @@ class UpstreamStream:
                     raise self._failed(exc) from None
                 if not isinstance(chunk, dict):
                     continue
+                choices = chunk.get("choices") or ()
+                try:
+                    repeat_guard.see(choices)  # before anything of this chunk counts: litellm fails before it
+                except Exception as exc:
+                    raise self._failed(exc) from None
                 result.chunks += 1
                 if not result.response_id and chunk.get("id"):
                     result.response_id = str(chunk["id"])
@@ -296,23 +301,14 @@ class UpstreamStream:
                 if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
                     result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                     result.completion_tokens = int(usage["completion_tokens"])
-                for choice in chunk.get("choices") or ():
-                    reason = choice.get("finish_reason")
-                    if reason:
-                        result.finish_reason = str(_map_finish_reason(reason))
-                        finished = True
+                reason = choices[0].get("finish_reason") if choices else None  # litellm reads the first choice's
+                if reason:
+                    result.finish_reason = str(_map_finish_reason(reason))
+                    finished = True
+                for choice in choices:
                     delta = choice.get("delta")
                     text = delta.get("content") if isinstance(delta, dict) else None
                     if text and isinstance(text, str):
-                        # litellm's guard against a model stuck in a loop (see _iterate_deltas' reader).
-                        if len(text) > 2 and text == last_text:
-                            repeats += 1
-                            if repeats >= repeat_limit:
-                                raise self._failed(litellm.InternalServerError(
-                                    message="The model is repeating the same chunk.", model="", llm_provider=""))
-                        else:
-                            repeats = 1
-                        last_text = text
                         first = False
                         yield text
         if done:
@@ -323,9 +319,13 @@ class UpstreamStream:
                     while await _next_block(blocks, response) is not None:
                         pass
         if not finished:
-            # litellm fails an OpenAI stream that ends, even cleanly, before a finish reason.
-            raise self._failed(httpx.RemoteProtocolError("Stream ended before a finish_reason was received",
-                                                         request=httpx.Request("POST", "https://upstream")))
+            if result.chunks:
+                # litellm fails an OpenAI stream that ends, even cleanly, after a chunk but
+                # before a finish reason.
+                raise self._failed(httpx.RemoteProtocolError("Stream ended before a finish_reason was received",
+                                                             request=httpx.Request("POST", "https://upstream")))
+            # A stream without a single chunk is, to litellm, an empty answer that stopped.
+            result.finish_reason = "stop"
         self._ended(None)
 
     def _failed(self, exc: BaseException) -> BaseException:
@@ -535,6 +535,59 @@ async def _next_block(blocks, response) -> bytes | None:
         raise openai.APITimeoutError(request=response.request) from err
     except _READ_FAILURES as err:
         raise openai.APIConnectionError(request=response.request) from err
+
+
+_NOTHING = object()  # the repeat guard has kept no chunk yet
+_NO_CHOICES = object()  # a chunk without choices (usage only), as the repeat guard keeps it
+
+
+class _RepeatGuard:
+    """litellm's guard against a model stuck in a loop (`CustomStreamWrapper.
+    raise_on_model_repetition`), on the chunks litellm would keep. Before it keeps a chunk
+    with text, litellm compares the two chunks it kept last (not the new one): the count
+    of equal texts in a row goes up when they are equal and over two characters, starts
+    again at 1 otherwise, is left alone when either of them has no choices, and at
+    `limit` the stream fails. So `limit` equal chunks are passed on and the next chunk
+    with text fails it, whatever its text. litellm keeps every chunk without choices, every
+    chunk with text, and of the chunks without text only the first and a finish."""
+
+    __slots__ = ("limit", "count", "last", "before_last", "started")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.count = 1
+        self.last = self.before_last = _NOTHING
+        self.started = False  # a chunk with choices was kept (litellm's "sent_first_chunk")
+
+    def see(self, choices) -> None:
+        """Take one chunk's choices; raises litellm's error where litellm raises it."""
+        if not choices:
+            self._keep(_NO_CHOICES)
+            return
+        choice = choices[0]
+        delta = choice.get("delta")
+        text = delta.get("content") if isinstance(delta, dict) else None
+        if text and isinstance(text, str):
+            self._check()
+            self._keep(text)
+        elif not self.started or choice.get("finish_reason"):
+            self._keep(None)
+
+    def _keep(self, kept) -> None:
+        self.before_last, self.last = self.last, kept
+        self.started = self.started or kept is not _NO_CHOICES
+
+    def _check(self) -> None:
+        last, before_last = self.last, self.before_last
+        if before_last is _NOTHING or last is _NO_CHOICES or before_last is _NO_CHOICES:
+            return  # fewer than two kept, or one of them without choices
+        if not isinstance(last, str) or len(last) <= 2:
+            self.count = 1
+            return
+        self.count = self.count + 1 if last == before_last else 1
+        if self.count >= self.limit:
+            raise litellm.InternalServerError(message=f"The model is repeating the same chunk = {last}.",
+                                              model="", llm_provider="")
 
 
 def _stream_error_event(error: Any, response) -> openai.APIError:

@@ -9,7 +9,8 @@ A request chooses its own behaviour, so one running mock serves every test:
 Keys (see ``KEYS``): ``tokens``, ``rate``, ``ttft_ms``, ``fault``, ``retry_after``,
 ``cut_after``, ``stall_after``, ``usage``, ``tag``, ``seed``, ``max_tokens`` (``honor`` or
 ``ignore``). Flags (bare words) are shorthands: ``hang`` = ``fault=hang``, ``cut`` =
-``fault=cut``, ``stall`` = ``fault=stall``, ``no_usage`` = ``usage=omit``, ``overrun`` =
+``fault=cut``, ``stall`` = ``fault=stall``, ``no_finish`` = ``fault=no_finish``,
+``repeat`` = ``fault=repeat``, ``no_usage`` = ``usage=omit``, ``overrun`` =
 ``max_tokens=ignore``. An unknown key or flag, or a bad value, raises
 ``DirectiveError`` (the server answers HTTP 400 with its message).
 """
@@ -26,7 +27,8 @@ HEADER_NAME = "X-Mock-Directives"
 # ``[[mock]]`` or ``[[mock <body>]]``; the body cannot contain brackets.
 DIRECTIVE_RE = re.compile(r"\[\[mock(?:\s+([^\[\]]*?))?\s*\]\]")
 
-FAULTS = ("500", "503", "429", "400", "413", "422", "cut", "hang", "stall", "stream_error")
+FAULTS = ("500", "503", "429", "400", "413", "422", "cut", "hang", "stall", "stream_error", "no_finish",
+          "repeat")
 ERROR_FAULTS = frozenset({"500", "503", "429", "400", "413", "422"})
 # Refusals of the request's content (as a provider gives for a malformed or too large request).
 CONTENT_FAULTS = frozenset({"400", "413", "422"})
@@ -36,6 +38,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "hang": ("fault", "hang"),
     "cut": ("fault", "cut"),
     "stall": ("fault", "stall"),
+    "no_finish": ("fault", "no_finish"),
+    "repeat": ("fault", "repeat"),
     "no_usage": ("usage", "omit"),
     "overrun": ("max_tokens", "ignore"),
 }

@@ -28,7 +28,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable
+from itertools import islice, repeat
+from typing import Any, Callable, Iterator
 
 from aiohttp import web
 
@@ -48,6 +49,10 @@ TOKEN_COUNT_MODEL = "gpt-3.5-turbo"
 MODELS = ("mock-fast", "mock-slow", "gpt-4-turbo", "claude-3-opus")
 
 OUTCOMES = ("completed", "length", "client_gone", "cut", "error", "hung_client_gone")
+
+# fault=repeat: every content chunk is this text. Over two characters, because litellm's guard
+# against a model repeating itself ignores shorter chunks.
+REPEATED_CHUNK = " again"
 
 
 class _ClientGone(Exception):
@@ -241,6 +246,14 @@ def _fault_response(d: directives_mod.Directives) -> web.Response:
     )
 
 
+def _pieces(d: directives_mod.Directives, seed: int) -> Iterator[str]:
+    """The response's content chunks, endless: the seed's text, or with fault=repeat one
+    chunk over and over (a model stuck in a loop)."""
+    if d.fault == "repeat":
+        return repeat(REPEATED_CHUNK)
+    return textgen.iter_chunks(seed)
+
+
 def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "messages"}
 
@@ -377,10 +390,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
 
     n = d.tokens
-    finish_reason = "stop"
+    finish_reason: str | None = "stop"
     if max_tokens is not None and max_tokens < n and not d.ignore_max_tokens:
         n = max_tokens
         finish_reason = "length"
+    if d.fault == "no_finish":
+        finish_reason = None  # the response ends, cleanly, without saying why
     seed = d.seed if d.seed is not None else textgen.seed_for_messages(messages)
     first_at = t0 + d.ttft_ms / 1000.0
     interval = 1.0 / d.rate if d.rate > 0 else 0.0
@@ -420,7 +435,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             phase = "hang"
             await _sleep_until(request, math.inf)
         await _sleep_until(request, last_at)
-        content = textgen.text(seed, n)
+        content = "".join(islice(_pieces(d, seed), n))
         payload: dict[str, Any] = {
             "id": rid,
             "object": "chat.completion",
@@ -501,7 +516,7 @@ async def _stream(
     model: str,
     rid: str,
     n: int,
-    finish_reason: str,
+    finish_reason: str | None,
     seed: int,
     first_at: float,
     interval: float,
@@ -531,7 +546,7 @@ async def _stream(
         if d.fault == "hang":
             raise _Hang
         await _sleep_until(request, first_at)
-        chunks = textgen.iter_chunks(seed)
+        chunks = _pieces(d, seed)
         for i in range(limit):
             piece = next(chunks)
             data = content_head + _content_json(piece) + content_tail
@@ -566,10 +581,12 @@ async def _stream(
             record["outcome"] = "error"
             record["ended_at"] = time.time()
             return
-        final = head + b"{}" + (b',"logprobs":null,"finish_reason":"%s"}]}\n\n' % finish_reason.encode())
-        if limit == 0:
-            final = role_chunk + final
-            record["first_chunk_at"] = time.time()
+        final = b""  # fault=no_finish: no chunk with a finish reason (nor the role chunk it would carry)
+        if finish_reason is not None:
+            final = head + b"{}" + (b',"logprobs":null,"finish_reason":"%s"}]}\n\n' % finish_reason.encode())
+            if limit == 0:
+                final = role_chunk + final
+                record["first_chunk_at"] = time.time()
         if include_usage:
             usage = {
                 "id": rid,

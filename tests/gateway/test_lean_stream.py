@@ -20,6 +20,8 @@ consumer = pytest.mark.django_db(transaction=True)
 
 FAST = dict(first_token_timeout_ms=5_000, idle_timeout_ms=5_000)
 SHORT = dict(first_token_timeout_ms=400, idle_timeout_ms=400)
+# litellm passes on this many equal chunks in a row and fails the stream at the next one.
+REPEAT_LIMIT = providers.litellm.REPEATED_STREAMING_CHUNK_LIMIT
 
 # (case, prompt directives, llm_request parameters, deployment timeouts)
 CASES = [
@@ -46,6 +48,16 @@ CASES = [
     ("first-token-timeout", "fault=hang", {}, SHORT),
     ("slow-first-token", "tokens=5 ttft_ms=1500", {}, SHORT),
     ("idle-timeout", "tokens=50 fault=stall stall_after=4", {}, SHORT),
+    # Ends cleanly ([DONE]) without a finish reason: litellm fails it once it saw a chunk...
+    ("no-finish", "tokens=20 no_finish", {}, FAST),
+    ("no-finish-no-usage", "tokens=20 no_finish no_usage", {}, FAST),
+    ("no-finish-usage-only", "tokens=0 no_finish", {}, FAST),
+    ("no-finish-length", "tokens=50 no_finish", {"max_tokens": 12}, FAST),
+    # ...and takes a stream of nothing but [DONE] for an empty answer that stopped.
+    ("no-chunks", "tokens=0 no_finish no_usage", {}, FAST),
+    # The same chunk again and again: up to the limit passed on, one more fails the stream.
+    ("repeat-at-limit", f"tokens={REPEAT_LIMIT} repeat", {}, FAST),
+    ("repeat-past-limit", f"tokens={REPEAT_LIMIT + 1} repeat", {}, FAST),
 ]
 
 
@@ -131,7 +143,11 @@ async def test_the_lean_read_and_litellms_give_the_same_frames_usage_and_upstrea
     expected_status = {"normal": "completed", "length": "length", "overrun": "length", "cut": "upstream_error",
                        "error-event": "upstream_error", "http-429": "upstream_error",
                        "first-token-timeout": "upstream_timeout", "slow-first-token": "upstream_timeout",
-                       "idle-timeout": "upstream_timeout", "no-usage": "completed"}
+                       "idle-timeout": "upstream_timeout", "no-usage": "completed",
+                       "no-finish": "upstream_error", "no-finish-no-usage": "upstream_error",
+                       "no-finish-usage-only": "upstream_error", "no-finish-length": "upstream_error",
+                       "no-chunks": "completed", "repeat-at-limit": "completed",
+                       "repeat-past-limit": "upstream_error"}
     if name in expected_status:
         assert usage["status"] == expected_status[name], usage
     if name in ("normal", "length", "parameters"):
@@ -140,6 +156,14 @@ async def test_the_lean_read_and_litellms_give_the_same_frames_usage_and_upstrea
         assert usage["completion_tokens_source"] == "counted" and usage["cost_usd"] > 0
     if name == "cut":
         assert [f["type"] for f in frames].count("llm_token") == 7 and frames[-1]["code"] == 502
+    tokens = [f for f in frames if f["type"] == "llm_token"]
+    if name in ("no-finish", "no-finish-no-usage"):
+        assert len(tokens) == 20 and frames[-1]["code"] == 502
+    if name == "no-chunks":
+        assert not tokens and frames[-1]["type"] == "llm_response_end" and frames[-1]["finish_reason"] == "stop"
+    if name.startswith("repeat"):
+        assert len(tokens) == REPEAT_LIMIT  # the stream that repeats once more fails instead of its last chunk
+        assert (frames[-1]["type"] == "error") == (name == "repeat-past-limit"), frames[-1]
     if name == "http-422":
         assert len(full[2]) == 2  # litellm resent it without the parameters named: so did the lean path
 

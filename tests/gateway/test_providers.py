@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from gateway.protocol import ErrorCode, GatewayError
-from gateway.providers import UpstreamCall, UpstreamError, UpstreamNotSent, UpstreamStream, _translate
+from gateway.providers import StreamResult, UpstreamCall, UpstreamError, UpstreamNotSent, UpstreamStream, _translate
 from tests.support.catalog import target
 
 
@@ -65,3 +65,39 @@ async def test_unencodable_text_is_refused_before_the_call_and_litellms_500_for_
     assert getattr(raw, "status_code", None) == 500
     assert isinstance(_translate(raw, mock_target(mockllm), opening=True), UpstreamNotSent)
     assert isinstance(_translate(raw, mock_target(mockllm), opening=False), UpstreamError)
+
+
+async def read_all(target_, prompt) -> tuple[list[str], str | None, StreamResult, bool]:
+    """The deltas, the failure's message (or None), the stream's result and whether the lean read was used."""
+    stream = UpstreamStream(UpstreamCall(target=target_, messages=[{"role": "user", "content": prompt}],
+                                         max_tokens=1000))
+    deltas, error = [], None
+    try:
+        async with stream:
+            async for delta in stream.deltas():
+                deltas.append(delta)
+    except UpstreamError as exc:
+        error = exc.message
+    return deltas, error, stream.result, stream.lean
+
+
+@pytest.mark.parametrize("directive, fails", [("tokens=0 no_finish no_usage", False), ("tokens=5 no_finish", True),
+                                             ("repeat tokens=101", True), ("repeat tokens=100", False)])
+async def test_both_readers_fill_the_same_stream_result(mockllm, settings, directive, fails):
+    """What the pipeline takes from a stream: the lean read gives what litellm's reader gives, also where
+    the frames would not tell them apart (test_lean_stream.py compares those): a stream of nothing but
+    [DONE] finishes with "stop" for litellm, and the pipeline takes no reason for "stop" as well."""
+    seen, ids = {}, {}
+    for lean in (True, False):
+        settings.GATEWAY = {**settings.GATEWAY, "LEAN_STREAM": lean}
+        deltas, error, result, used = await read_all(mock_target(mockllm), f"x [[mock {directive}]]")
+        assert used == lean
+        # After a failure the pipeline bills what it counted: the provider's usage is not read.
+        usage = (result.prompt_tokens, result.completion_tokens) if error is None else None
+        seen[lean], ids[lean] = (deltas, error, result.finish_reason, usage), result.response_id
+    assert seen[True] == seen[False]
+    assert (seen[True][1] is not None) == fails, seen[True]
+    if directive.startswith("tokens=0"):
+        assert seen[True] == ([], None, "stop", (None, None))
+        # litellm makes up an id for it; the lean read keeps none, as the provider sent none.
+        assert ids[False].startswith("chatcmpl-") and ids[True] == ""

@@ -21,3 +21,12 @@ def test_directive_parsing_pure():
             directives.from_request(
                 [{"role": "user", "content": bad}], None, rate=1, ttft_ms=1, default_tokens=1
             )
+
+
+def test_flags_are_shorthands_for_their_faults():
+    for flag in ("hang", "cut", "stall", "no_finish", "repeat"):
+        assert directives.collect([{"role": "user", "content": f"[[mock {flag}]]"}]) == {"fault": flag}
+        assert flag in directives.FAULTS
+    d = directives.from_request([{"role": "user", "content": "[[mock fault=no_finish]] [[mock repeat]]"}], None,
+                                rate=1, ttft_ms=1, default_tokens=1)
+    assert d.fault == "repeat"

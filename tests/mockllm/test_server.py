@@ -29,7 +29,7 @@ import aiohttp  # noqa: E402
 import pytest  # noqa: E402
 
 from mockllm import textgen  # noqa: E402
-from mockllm.server import LEAKED_SECRET  # noqa: E402
+from mockllm.server import LEAKED_SECRET, REPEATED_CHUNK  # noqa: E402
 from tests.support.mockllm import MockLLMError, MockLLMProcess  # noqa: E402
 
 AUTH = {"Authorization": "Bearer mock-key"}
@@ -310,6 +310,52 @@ async def test_fault_cut_ends_without_done(mock):
     assert record["outcome"] == "cut" and record["chunks_sent"] == 2
 
 
+@pytest.mark.asyncio
+async def test_fault_no_finish_ends_cleanly_without_a_finish_reason(mock):
+    status, _, text = await post(mock, body("[[mock tokens=4 no_finish tag=nofin1]]"))
+    assert status == 200
+    data = sse_data(text)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert len(chunks) == 1 + 4 + 1  # role, content x4, usage: no finish chunk
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:5])
+    assert chunks[5]["choices"] == [] and chunks[5]["usage"]["completion_tokens"] == 4
+    record = await events_for(mock, "nofin1", lambda r: r["outcome"] is not None)
+    assert (record["outcome"], record["finish_reason"], record["chunks_sent"], record["usage_sent"]) == (
+        "completed", None, 4, True)
+
+    # Cut at max_tokens: still no finish (no "length" either).
+    _, _, text = await post(mock, body("[[mock tokens=10 fault=no_finish]]", max_tokens=2))
+    chunks = [json.loads(d) for d in sse_data(text)[:-1]]
+    assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) == 2
+    assert not any(c["choices"] and c["choices"][0]["finish_reason"] for c in chunks)
+
+    # No tokens and no usage: nothing at all but [DONE] (the role chunk rides on the finish chunk).
+    _, _, text = await post(mock, body("[[mock tokens=0 no_finish no_usage tag=nofin0]]"))
+    assert sse_data(text) == ["[DONE]"]
+    record = await events_for(mock, "nofin0", lambda r: r["outcome"] is not None)
+    assert (record["outcome"], record["chunks_sent"], record["first_chunk_at"]) == ("completed", 0, None)
+
+    status, _, text = await post(mock, body("[[mock tokens=3 no_finish]]", stream=False))
+    assert status == 200 and json.loads(text)["choices"][0]["finish_reason"] is None
+
+
+@pytest.mark.asyncio
+async def test_fault_repeat_sends_one_chunk_over_and_over(mock):
+    status, _, text = await post(mock, body("[[mock tokens=5 repeat tag=rep1]]"))
+    assert status == 200
+    chunks = [json.loads(d) for d in sse_data(text)[:-1]]
+    contents = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
+    assert contents[0] == "" and contents[1:6] == [REPEATED_CHUNK] * 5
+    assert len(REPEATED_CHUNK) > 2  # litellm does not count chunks of two characters or fewer
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["usage"]["completion_tokens"] == 5
+    record = await events_for(mock, "rep1", lambda r: r["outcome"] is not None)
+    assert (record["outcome"], record["chunks_sent"]) == ("completed", 5)
+
+    status, _, text = await post(mock, body("[[mock tokens=3 fault=repeat]]", stream=False))
+    assert json.loads(text)["choices"][0]["message"]["content"] == REPEATED_CHUNK * 3
+
+
 # ------------------------------------------------------------------------------ litellm
 
 
@@ -363,6 +409,40 @@ async def test_litellm_error_fault_raises(mock):
             num_retries=0,
             max_retries=0,
         )
+
+
+async def litellm_stream(mock, directive):
+    """Read a litellm stream of the mock: (content chunks passed on, the exception or None)."""
+    response = await get_litellm().acompletion(
+        model="openai/mock-fast",
+        api_base=mock.api_base,
+        api_key="mock-key",
+        messages=[{"role": "user", "content": f"[[mock {directive}]]"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        num_retries=0,
+        max_retries=0,
+    )
+    passed = 0
+    try:
+        async for chunk in response:
+            passed += bool(chunk.choices and chunk.choices[0].delta.content)
+    except Exception as exc:  # noqa: BLE001 - what litellm raises is the point
+        return passed, exc
+    return passed, None
+
+
+@pytest.mark.asyncio
+async def test_litellm_fails_the_streams_of_no_finish_and_repeat(mock):
+    """What the two faults are for: litellm's rules on a stream without a finish reason and on a model
+    repeating one chunk (the gateway's lean read must apply the same: tests/gateway/test_lean_stream.py)."""
+    passed, error = await litellm_stream(mock, "tokens=5 no_finish")
+    assert passed == 5 and "Stream ended before a finish_reason was received" in str(error)
+    assert await litellm_stream(mock, "tokens=0 no_finish no_usage") == (0, None)  # nothing at all: no failure
+    limit = get_litellm().REPEATED_STREAMING_CHUNK_LIMIT
+    assert await litellm_stream(mock, f"tokens={limit} repeat") == (limit, None)
+    passed, error = await litellm_stream(mock, f"tokens={limit + 1} repeat")
+    assert passed == limit and "repeating the same chunk" in str(error)
 
 
 # -------------------------------------------------------------------------- client gone
