@@ -238,7 +238,8 @@ class UpstreamStream:
         the provider's server-sent events as the OpenAI client would (a `data:` event per
         chunk, `[DONE]` last, an `{"error": ...}` event a failure), with litellm's rules
         applied where they change the outcome: its finish-reason mapping (of the first
-        choice), its failure on a stream that ends after a chunk but before any finish
+        choice), its failure on a finish reason of `abort` or `error`
+        (`_refuse_failed_finish`), its failure on a stream that ends after a chunk but before any finish
         reason (and "stop" for one without a single chunk), its failure on a model repeating
         one chunk (`_RepeatGuard`), and its mapping of a failed stream to an exception."""
         target = self.call.target
@@ -291,6 +292,7 @@ class UpstreamStream:
                     continue
                 choices = chunk.get("choices") or ()
                 try:
+                    _refuse_failed_finish(chunk, choices, self._response)
                     repeat_guard.see(choices)  # before anything of this chunk counts: litellm fails before it
                 except Exception as exc:
                     raise self._failed(exc) from None
@@ -344,6 +346,24 @@ class UpstreamStream:
         if isinstance(error, UpstreamError):
             self._ended(error)
         return error
+
+
+def _refuse_failed_finish(chunk: dict, choices, wrapper) -> None:
+    """litellm's failures on a provider's own finish reason: `abort` on any choice (an
+    upstream that gave up generating), `error` on the first (its finish-reason mapping
+    would call it "stop"). Raised as litellm's chunk handling raises them (the second
+    already through its stream's exception mapping), for `_failed` to map alike."""
+    if any(isinstance(choice, dict) and str(choice.get("finish_reason")) == "abort" for choice in choices):
+        raise litellm.InternalServerError(message="Upstream generation aborted (finish_reason=abort)",
+                                          model=str(chunk.get("model") or ""), llm_provider="openai")
+    if choices and isinstance(choices[0], dict) and choices[0].get("finish_reason") == "error":
+        try:
+            raise Exception("openai raised a streaming error - finish_reason: error, no content string given.")
+        except Exception as exc:
+            mapper = getattr(wrapper, "_map_stream_exception", None)
+            if mapper is None:
+                raise
+            raise mapper(exc)
 
 
 def _provider_reported_usage(response) -> bool:

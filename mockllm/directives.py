@@ -28,7 +28,7 @@ HEADER_NAME = "X-Mock-Directives"
 DIRECTIVE_RE = re.compile(r"\[\[mock(?:\s+([^\[\]]*?))?\s*\]\]")
 
 FAULTS = ("500", "503", "429", "400", "413", "422", "cut", "hang", "stall", "stream_error", "no_finish",
-          "repeat")
+          "repeat", "finish_abort", "finish_error")
 ERROR_FAULTS = frozenset({"500", "503", "429", "400", "413", "422"})
 # Refusals of the request's content (as a provider gives for a malformed or too large request).
 CONTENT_FAULTS = frozenset({"400", "413", "422"})

@@ -396,6 +396,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         finish_reason = "length"
     if d.fault == "no_finish":
         finish_reason = None  # the response ends, cleanly, without saying why
+    elif d.fault in ("finish_abort", "finish_error"):
+        finish_reason = d.fault.removeprefix("finish_")  # a provider's own "abort" or "error"
     seed = d.seed if d.seed is not None else textgen.seed_for_messages(messages)
     first_at = t0 + d.ttft_ms / 1000.0
     interval = 1.0 / d.rate if d.rate > 0 else 0.0

@@ -58,6 +58,10 @@ CASES = [
     # The same chunk again and again: up to the limit passed on, one more fails the stream.
     ("repeat-at-limit", f"tokens={REPEAT_LIMIT} repeat", {}, FAST),
     ("repeat-past-limit", f"tokens={REPEAT_LIMIT + 1} repeat", {}, FAST),
+    # A provider's own finish reason saying generation failed: litellm fails the stream.
+    ("finish-abort", "tokens=20 fault=finish_abort", {}, FAST),
+    ("finish-error", "tokens=20 fault=finish_error", {}, FAST),
+    ("finish-error-empty", "tokens=0 fault=finish_error no_usage", {}, FAST),
 ]
 
 

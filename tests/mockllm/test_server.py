@@ -341,6 +341,19 @@ async def test_fault_no_finish_ends_cleanly_without_a_finish_reason(mock):
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("reason", ["abort", "error"])
+async def test_fault_finish_abort_and_error_end_with_that_finish_reason(mock, reason):
+    status, _, text = await post(mock, body(f"[[mock tokens=3 fault=finish_{reason} tag=fin-{reason}]]"))
+    assert status == 200
+    data = sse_data(text)
+    assert data[-1] == "[DONE]"
+    reasons = [c["choices"][0]["finish_reason"] for c in map(json.loads, data[:-1]) if c["choices"]]
+    assert reasons[-1] == reason and not any(reasons[:-1])
+    record = await events_for(mock, f"fin-{reason}", lambda r: r["outcome"] is not None)
+    assert (record["finish_reason"], record["chunks_sent"]) == (reason, 3)
+
+
+@pytest.mark.asyncio
 async def test_fault_repeat_sends_one_chunk_over_and_over(mock):
     status, _, text = await post(mock, body("[[mock tokens=5 repeat tag=rep1]]"))
     assert status == 200
