@@ -186,6 +186,15 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Django's cache keeps counts every process must share (the password-reset limits): in
+# Redis when configured (keys "openclaw:cache:<database>:…"), else in this process's memory,
+# which is exact for the embedded default's single process.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": f"openclaw:cache:{DATABASES['default']['NAME']}"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # Celery with no broker configured silently uses amqp://localhost: always set it.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or f"sqla+sqlite:///{DATA_DIR / 'celery-broker.sqlite3'}"
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or REDIS_URL or f"db+sqlite:///{DATA_DIR / 'celery-results.sqlite3'}"
@@ -313,6 +322,12 @@ AXES_COOLOFF_MESSAGE = (f"Too many failed logins for this username from this add
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = False
 AXES_DISABLE_ACCESS_LOG = True  # logins are audited in the platform audit chain instead
+
+# Password-reset requests (tenants/password_reset.py): at most this many per hour for one
+# email address (whether or not an account uses it) and from one client address; past
+# either, no email is sent and the page answers 429. Counted in the cache (above).
+PASSWORD_RESET_PER_EMAIL_HOUR = env_int("OPENCLAW_PASSWORD_RESET_PER_EMAIL_HOUR", 3, minimum=1)
+PASSWORD_RESET_PER_IP_HOUR = env_int("OPENCLAW_PASSWORD_RESET_PER_IP_HOUR", 10, minimum=1)
 
 # --- Email and webhooks (budget notifications, docs/token-control.md) ---------------
 # Development prints mail on the worker's console; production sends it over SMTP.

@@ -21,6 +21,9 @@ prefixes cannot create a burst (and a row) per attempt either. Attempts refused
 by the throttle (`gateway/auth_throttle.py`) are counted, never written
 individually: they cost no database work at all.
 
+Password-reset requests past their limits (`password_reset_throttled`,
+tenants/password_reset.py) are summarised the same way.
+
 Each process keeps its own bursts, so N gateway processes write at most N
 events per burst window. A summary is written by the gateway's background
 flusher within a second of its window's end, by the next failure recorded
@@ -100,6 +103,15 @@ def _utcnow() -> datetime:
     return datetime.now(dt_timezone.utc)
 
 
+def _what(action: str) -> str:
+    """What a summary counts, by its burst's action."""
+    if action.startswith("auth."):
+        return "failed authentication"
+    if action == "password_reset_throttled":
+        return "password-reset limit hit"
+    return "failed login"
+
+
 def _key(failure: Failure) -> tuple:
     org_id = getattr(failure.org, "pk", None)
     # Org-less bursts are never split by the actor: it is whatever the client sent.
@@ -159,7 +171,7 @@ class FailureAudit:
         listed = list(burst.addresses)[:LISTED_ADDRESSES]
         more = len(burst.addresses) - len(listed)
         seconds = max(1, round((burst.last_at - burst.started_at).total_seconds()))
-        what = "failed authentication" if burst.first.action.startswith("auth.") else "failed login"
+        what = _what(burst.first.action)
         from_where = ", ".join(listed) or "unknown addresses"
         if more:
             at_least = "at least " if len(burst.addresses) >= COUNTED_ADDRESSES else ""

@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from tenants.password_reset import PasswordResetConfirmView
+from tenants.password_reset import PasswordResetConfirmView, PasswordResetView
 
 from tenants.views import invitations
 
@@ -14,9 +14,10 @@ urlpatterns = [
     path("invitation/<uidb64>/<token>/", invitations.accept, name="invitation"),
 ]
 
-# Password reset: Django's views, our templates. The link is valid PASSWORD_RESET_TIMEOUT.
+# Password reset: Django's views, our templates. The link is valid PASSWORD_RESET_TIMEOUT;
+# requests for it are limited per email and per client address (tenants/password_reset.py).
 urlpatterns += [
-    path("password-reset/", auth_views.PasswordResetView.as_view(
+    path("password-reset/", PasswordResetView.as_view(
         template_name="accounts/password_reset_form.html",
         email_template_name="accounts/password_reset_email.txt",
         subject_template_name="accounts/password_reset_subject.txt",

@@ -56,12 +56,14 @@ def _gateway_runtime_with_communicators():
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Tests reuse names and (after a flush) row ids: start each as a fresh process
-    would, with empty caches and no failed-login counters."""
+    would, with empty caches and no failed-login or password-reset counters."""
     from gateway.auth_throttle import forget_failures
     from gateway.runtime import runtime
+    from tenants.password_reset import forget_requests
 
     runtime.reset()
     forget_failures()  # the shared (Redis) counters too
+    forget_requests()
     yield
 
 

@@ -131,6 +131,33 @@ async def test_the_channel_layer_is_the_configured_one_and_delivers():
     assert (await layer.receive(channel))["n"] == 1
 
 
+def test_the_cache_is_the_configured_one_and_counts_atomically():
+    from django.core.cache import caches
+
+    cache = caches["default"]
+    assert type(cache).__name__ == ("RedisCache" if os.environ.get("REDIS_URL") else "LocMemCache")
+    key = f"settings-test:{os.getpid()}"
+    try:
+        assert cache.add(key, 1, 60) and not cache.add(key, 1, 60) and cache.incr(key) == 2
+    finally:
+        cache.delete(key)
+
+
+def test_the_cache_follows_redis_url_and_the_password_reset_limits_the_environment(tmp_path):
+    script = ("from django.conf import settings; cache = settings.CACHES['default']\n"
+              "print(cache['BACKEND'], cache.get('KEY_PREFIX', '-'), settings.PASSWORD_RESET_PER_EMAIL_HOUR,"
+              " settings.PASSWORD_RESET_PER_IP_HOUR)")
+    shared = run_django({"OPENCLAW_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://redis.invalid:6379/5",
+                         "DATABASE_URL": "postgres://gateway@db.invalid:5432/gw",
+                         "OPENCLAW_PASSWORD_RESET_PER_EMAIL_HOUR": "5", "OPENCLAW_PASSWORD_RESET_PER_IP_HOUR": "20"},
+                        script)
+    assert shared.stdout.split() == ["django.core.cache.backends.redis.RedisCache", "openclaw:cache:gw", "5", "20"]
+    embedded = run_django({"OPENCLAW_DATA_DIR": str(tmp_path)}, script)
+    assert embedded.stdout.split() == ["django.core.cache.backends.locmem.LocMemCache", "-", "3", "10"]
+    refused = run_settings({"OPENCLAW_DATA_DIR": str(tmp_path), "OPENCLAW_PASSWORD_RESET_PER_IP_HOUR": "0"})
+    assert refused.returncode != 0 and "OPENCLAW_PASSWORD_RESET_PER_IP_HOUR must be at least 1" in refused.stderr
+
+
 # --- DEBUG ---------------------------------------------------------------------------
 
 def test_debug_is_off_unless_a_developer_opts_in(tmp_path):
