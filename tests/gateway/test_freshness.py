@@ -53,15 +53,28 @@ def test_budget_and_key_writes_still_bump_the_version_after_the_dashboard_migrat
     assert version() > start
 
 
-async def test_an_entry_outlives_a_second_while_nothing_changes_and_reloads_after_a_change(org):
-    fresh = fr.freshness()
-    fresh.start()
-    await asyncio.sleep(2 * fr.POLL_SECONDS)
-    cache, loads = fr.FreshCache(), []
+def counting_load():
+    """A loader returning how many times it was called: 1 on the first load, 2 after a reload."""
+    loads = []
 
     async def load():
         loads.append(1)
         return len(loads)
+
+    return load
+
+
+async def started_poller() -> fr.Freshness:
+    """This loop's configuration poller, started, with a version read."""
+    fresh = fr.freshness()
+    fresh.start()
+    await asyncio.sleep(2 * fr.POLL_SECONDS)
+    return fresh
+
+
+async def test_an_entry_outlives_a_second_while_nothing_changes_and_reloads_after_a_change(org):
+    fresh = await started_poller()
+    cache, load = fr.FreshCache(), counting_load()
 
     assert await cache.get_or_load("k", load) == 1
     real_monotonic = time.monotonic
@@ -88,14 +101,8 @@ async def test_an_entry_outlives_a_second_while_nothing_changes_and_reloads_afte
 async def test_a_change_reaches_an_entry_loaded_a_moment_ago_at_the_next_poll(org):
     """With the poller's version trusted, the version alone decides: an entry loaded
     just before a change is not kept for its first second."""
-    fresh = fr.freshness()
-    fresh.start()
-    await asyncio.sleep(2 * fr.POLL_SECONDS)
-    cache, loads = fr.FreshCache(), []
-
-    async def load():
-        loads.append(1)
-        return len(loads)
+    fresh = await started_poller()
+    cache, load = fr.FreshCache(), counting_load()
 
     real_monotonic = time.monotonic
     loaded_at = real_monotonic()
@@ -116,11 +123,7 @@ async def test_a_change_reaches_an_entry_loaded_a_moment_ago_at_the_next_poll(or
 
 
 async def test_without_a_trusted_version_an_entry_lives_for_the_fallback_second():
-    cache, loads = fr.FreshCache(), []
-
-    async def load():
-        loads.append(1)
-        return len(loads)
+    cache, load = fr.FreshCache(), counting_load()
 
     assert await cache.get_or_load("k", load) == 1
     assert await cache.get_or_load("k", load) == 1
