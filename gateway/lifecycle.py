@@ -4,8 +4,10 @@ On SIGTERM (`openclaw_site/server.py`), the server calls `drain()` before
 daphne cancels its applications: new requests are refused (503, retryable),
 in-flight streams may finish until the deadline, the rest are stopped and
 billed, every socket is closed with 1001 (client should reconnect), and the
-usage recorder is flushed, so no record is lost. Last, the process's background
-services stop (`gateway.runtime`), once nothing is left for them to do.
+usage recorder is flushed, so no record is lost. Then the process's background
+services stop (`gateway.runtime`), once nothing is left for them to do, and last
+every database connection its threads hold is closed (`close_database_connections`),
+so each PostgreSQL session ends cleanly rather than with the process.
 """
 from __future__ import annotations
 
@@ -44,9 +46,26 @@ async def drain(seconds: float | None = None) -> None:
     if not await usage_recorder.flush(timeout=15, set_aside_on_timeout=True):
         log.error("shutdown: some usage records could not be written; they are in the dead-letter file")
     await write_auth_failure_summaries()
-    # Last: the connections are closed and the usage written, so the lease keeper,
+    # The connections are closed and the usage written, so the lease keeper,
     # the configuration poller and the others have nothing left to do.
     await runtime.stop()
+    # Last: nothing is left to use the database connections.
+    try:
+        await asyncio.wait_for(asyncio.to_thread(close_database_connections), timeout=10)
+    except Exception:
+        log.error("shutdown: some database connections could not be closed", exc_info=True)
+
+
+def close_database_connections() -> None:
+    """Close every database connection of the process's threads: the usage writer's,
+    the pools' and the thread-sensitive thread's (infra/threads.py). Connections are
+    persistent, so each would otherwise stay open until the process exits (and keep a
+    test database from being dropped). Blocking: each thread closes its own once it
+    has finished what it was doing."""
+    from infra.threads import close_db_connections
+
+    usage_recorder.close_connections()
+    close_db_connections()
 
 
 async def write_auth_failure_summaries() -> None:

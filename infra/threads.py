@@ -17,6 +17,12 @@ work has a pool of its own, so a burst of one cannot delay another:
 
 The usage recorder owns its single writer thread (billing/recorder.py): its
 connection is the one that writes usage, and tests check which it is.
+
+One thread outside these pools also holds a connection: asgiref's thread-sensitive
+thread, where channels' `database_sync_to_async` runs (key lookups, deployment,
+policy and budget loads). Connections are persistent (`CONN_MAX_AGE`), so each of
+these threads keeps its own open until `close_db_connections()` closes them (the
+end of the shutdown drain, gateway/lifecycle.py).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import SyncToAsync
 from django.db import close_old_connections
 
 from infra.loopbound import on_every_worker
@@ -63,12 +70,18 @@ DATABASE_POOLS = (DB, UPKEEP, FRESHNESS)
 
 
 def close_db_connections() -> None:
-    """Close the database connections held by the pools' threads (lets a test
-    database be dropped; a process that stops does the same)."""
+    """Close the database connections held by the pools' threads and by asgiref's
+    thread-sensitive thread (a stopping process does, so PostgreSQL sees each session
+    end; a test run does, so its test database can be dropped). Each thread closes its
+    own, once it has finished the work queued before; a thread that needs its
+    connection again opens a new one."""
     from django.db import connections
 
     for pool in DATABASE_POOLS:
         on_every_worker(pool, connections.close_all)
+    # The thread `database_sync_to_async` (thread-sensitive) uses outside a sync caller
+    # or a ThreadSensitiveContext: a consumer's, in a server process and in tests.
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
 
 
 def drain_pools() -> None:

@@ -22,8 +22,16 @@ async def healthz(request):
 
 
 def _check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    # A connection of its own each time, closed after: the check runs on whichever
+    # thread of the loop's default executor is free, where nothing else closes a
+    # connection (Django does at the end of a request, on the request's thread). A
+    # persistent one (CONN_MAX_AGE) left there broken by a database restart would
+    # fail every later check on that thread, and none would be closed at shutdown.
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()
 
 
 async def _check_channel_layer() -> None:

@@ -10,7 +10,8 @@
 2. A drain on shutdown. Before daphne cancels every application on SIGTERM,
    `gateway.lifecycle.drain` lets in-flight streams finish (up to
    OPENCLAW_SHUTDOWN_DRAIN_SECONDS), closes sockets with 1001, flushes
-   usage records and stops the process's background services.
+   usage records, stops the process's background services and closes its
+   database connections.
 3. Close code 1001 ("going away") for that shutdown, which autobahn's public
    close call refuses.
 4. No garbage-collection stalls on the token path. Django, channels and litellm

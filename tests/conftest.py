@@ -32,16 +32,16 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_usage_writer_connection(django_db_setup):
-    # Depends on the test database, so it is torn down first: the worker threads'
-    # connections are closed before the database is dropped.
+def _close_database_connections(django_db_setup):
+    # Depends on the test database, so it is torn down first: the connections the
+    # worker threads keep (the usage writer's, the pools', and asgiref's
+    # thread-sensitive thread's, which every sync_to_async call of a test and every
+    # database_sync_to_async of the consumer uses) are closed before the database is
+    # dropped, as at the end of a server's drain.
     yield
-    from billing.recorder import usage_recorder
+    from gateway.lifecycle import close_database_connections
 
-    usage_recorder.close_connections()  # lets the test database be dropped
-    from infra.threads import close_db_connections
-
-    close_db_connections()
+    close_database_connections()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,6 +31,9 @@ class _UnreachableDatabase:
     def cursor(self):
         raise OperationalError(f'connection to server at "{SECRET}" failed: password authentication failed')
 
+    def close(self):
+        pass
+
 
 @pytest.mark.django_db
 def test_readyz_names_a_failing_database_without_its_error(client, monkeypatch, caplog):
@@ -86,3 +89,25 @@ def test_readyz_names_a_failing_channel_layer_without_its_error(client, monkeypa
     assert body["status"] == "not ready" and body["checks"]["channel_layer"] == "unavailable"
     assert body["checks"]["database"] == "ok"
     assert SECRET not in response.content.decode() and SECRET not in caplog.text
+
+
+@pytest.mark.django_db
+def test_the_database_check_leaves_no_connection_open_on_its_thread(client, monkeypatch):
+    """Each check opens its own connection and closes it: nothing is left on the
+    executor's threads to go stale (a restart would fail every later check there) or
+    to stay open at shutdown."""
+    import openclaw_site.probes
+    from django.db import connection
+
+    check = openclaw_site.probes._check_database
+    left_open = []
+
+    def checked():
+        try:
+            check()
+        finally:
+            left_open.append(connection.connection is not None)
+
+    monkeypatch.setattr(openclaw_site.probes, "_check_database", checked)
+    assert client.get("/readyz").json()["checks"]["database"] == "ok"
+    assert left_open == [False]
