@@ -6,6 +6,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
 django_asgi_app = get_asgi_application()
 
+from openclaw_site import http_connections  # noqa: E402
+
+http_connections.install()
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 

@@ -177,3 +177,29 @@ async def test_a_chain_check_started_on_the_page_runs_in_the_worker(export_stack
         assert "Intact" in page.text
     finally:
         await client.aclose()
+
+
+async def test_dashboard_pages_leave_no_database_session_behind(export_stack):
+    """Each page runs on a thread of its own under ASGI; its connection must close with
+    the request (openclaw_site/http_connections.py), not wait for the garbage collector."""
+    if export_stack.pg_url is None:
+        pytest.skip("counts PostgreSQL sessions")
+    import psycopg
+
+    def sessions() -> int:
+        with psycopg.connect(export_stack.pg_url) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid()").fetchone()[0]
+
+    pages = ["/orgs/demo/", "/orgs/demo/requests/", "/orgs/demo/audit/", "/orgs/demo/usage/"]
+    client = await _signed_in(f"http://127.0.0.1:{export_stack.port}")
+    try:
+        for page in pages * 3:  # warm: whatever the process opens once is open now
+            assert (await client.get(page)).status_code == 200
+        before = await asyncio.to_thread(sessions)
+        for page in pages * 40:
+            assert (await client.get(page)).status_code == 200
+        after = await asyncio.to_thread(sessions)
+    finally:
+        await client.aclose()
+    assert after <= before + 2, f"{after - before} more sessions after 160 pages ({before} -> {after})"
