@@ -15,8 +15,8 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 
 from billing import tasks
-from billing.models import (RollupProgress, UsageDailyRollup, UsageDayFacet, UsageHourTotal, UsageRecord,
-                            UsageRollup)
+from billing.models import (CANCELLED_STATUSES, ERROR_STATUSES, RollupProgress, UsageDailyRollup, UsageDayFacet,
+                            UsageHourTotal, UsageRecord, UsageRollup)
 from billing.rollups import rolled_up_before, usage_rollup_hours, usage_rollup_recent
 from billing.services import usage_records_write
 from catalog.models import Route
@@ -245,6 +245,47 @@ def test_hour_totals_and_day_facets_sum_the_detailed_rollups_exactly(issued_key,
     for (facet, day), sums in days.items():
         records = UsageRecord.objects.filter(started_at__date=day)
         assert sums == {"requests": records.count(), "picos": sum(int(r.cost_usd * PICO) for r in records)}, facet
+
+
+FACET_FIELDS = ["org_id", "day", "facet", "value", "requests", "errors", "cancelled", "prompt_tokens",
+                "completion_tokens", "cost_picos"]
+
+
+def test_day_facets_equal_the_records_by_facet_and_value_with_empty_values_and_equal_texts_apart(
+        issued_key, org, other_org, make_deployment):
+    """Every facet row equals the records of its org, UTC day and value summed in Python:
+    an end user "" and no route ("") are values of their own, and a key and a route with
+    the same id, or an end user named as a model, stay apart under their own facets."""
+    key_id = issued_key.api_key.pk
+    twin = Route.objects.create(pk=key_id, org=org, alias="twin")  # its id reads as the key's
+    other_key = api_key_create(org=org, name="batch")
+    outsider = api_key_create(org=other_org, name="theirs")
+    fast = make_deployment("mock-fast")
+    for i in range(40):
+        write((issued_key, other_key, issued_key, outsider)[i % 4], started_at=D + timedelta(hours=5 * i, minutes=i),
+              end_user=("", "alice", "mock-fast", str(key_id))[i % 4],
+              deployment_id=fast.pk if i % 3 else None, deployment_name=fast.name if i % 3 else "",
+              requested_model=("general", "mock-fast")[i % 2], via_route_id=twin.pk if i % 5 < 2 else None,
+              status=("completed", "upstream_error", "cancelled", "client_gone", "rejected")[i % 5],
+              prompt_tokens=i, completion_tokens=3 * i, cost_usd=Decimal(i) / 7000 + Decimal("1E-12"))
+    expected = defaultdict(lambda: [0] * 6)
+    for r in UsageRecord.objects.all():
+        values = {"model": r.deployment_name or r.requested_model, "key": str(r.api_key_id), "end_user": r.end_user,
+                  "route": str(r.via_route_id or "")}
+        for facet, value in values.items():
+            sums = expected[(r.org_id, r.started_at.astimezone(timezone.utc).date(), facet, value)]
+            for index, amount in enumerate((1, r.status in ERROR_STATUSES,
+                                            r.status in CANCELLED_STATUSES, r.prompt_tokens,
+                                            r.completion_tokens, int(r.cost_usd * PICO))):
+                sums[index] += amount
+    usage_rollup_hours(D, D + timedelta(days=9))
+    rows = sorted(UsageDayFacet.objects.values_list(*FACET_FIELDS))
+    assert rows == sorted((*scope, *sums) for scope, sums in expected.items())
+    assert {(facet, value) for _, _, facet, value, *_ in rows} >= {
+        ("end_user", ""), ("route", ""), ("key", str(key_id)), ("route", str(key_id)), ("end_user", str(key_id)),
+        ("model", "mock-fast"), ("end_user", "mock-fast"), ("model", "general")}
+    usage_rollup_hours(D, D + timedelta(days=9))
+    assert sorted(UsageDayFacet.objects.values_list(*FACET_FIELDS)) == rows
 
 
 def test_the_mark_moves_on_only_without_a_gap_and_beat_catches_up_after_being_down(issued_key):
